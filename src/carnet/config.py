@@ -1,0 +1,108 @@
+"""Settings: the only module that reads the environment.
+
+Every setting has a type, a default that suits the embedded mode (SQLite + a local data
+folder) and a line of help; ``carnet config`` prints them with where each value came from.
+Environment variables carry the ``CARNET_`` prefix (``CARNET_DATABASE_URL``...).
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CARNET_"
+
+
+class Mode(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    mode: Mode = Field(
+        Mode.DEVELOPMENT,
+        description="development (open API, test identities accepted) or production (strict)",
+    )
+    data_dir: Path = Field(
+        Path("carnet-data"), description="folder holding the SQLite database, blobs and keys"
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL; default sqlite in the data folder, "
+        "postgresql+psycopg://user@host/db for server mode",
+    )
+    host: str = Field("127.0.0.1", description="address `carnet serve` listens on")
+    port: int = Field(8000, description="port `carnet serve` listens on")
+    workers: int = Field(1, description="number of server processes for `carnet serve`")
+    base_url: str | None = Field(
+        None, description="public base URL used in links (default http://HOST:PORT)"
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="key that signs development tokens; generated into the data folder when unset",
+    )
+    max_body_bytes: int = Field(50 * 1024 * 1024, description="largest request body accepted, in bytes")
+    max_bundle_entries: int = Field(10_000, description="largest number of entries in a posted Bundle")
+    default_page_size: int = Field(20, description="search page size when _count is not given")
+    max_page_size: int = Field(1000, description="largest _count honoured by search")
+    max_include_depth: int = Field(3, description="deepest _include:iterate / _revinclude:iterate followed")
+    db_pool_size: int = Field(10, description="connections kept per process (PostgreSQL)")
+    log_level: str = Field("info", description="log level: debug, info, warning, error")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'carnet.db').as_posix()}"
+
+    @property
+    def public_base_url(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    def signing_key(self) -> bytes:
+        """The development token key: configured, else created once in the data folder."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = self.data_dir / "keys" / "dev-token.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(os.urandom(32).hex().encode())
+        return path.read_bytes().strip()
+
+
+def describe(settings: Settings) -> list[dict[str, Any]]:
+    """Every setting with its value (secrets masked), its source and its help line."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        env = ENV_PREFIX + name.upper()
+        value = getattr(settings, name)
+        if name in settings.model_fields_set:
+            source = f"env {env}" if env in os.environ else "argument"
+        else:
+            source = "default"
+        if isinstance(value, SecretStr):
+            shown = "********"
+        elif value is None and name == "database_url":
+            shown, source = settings.sqlalchemy_url, source + " (derived from data_dir)"
+        elif value is None:
+            shown = "(unset)"
+        else:
+            shown = str(value)
+        rows.append({"name": name, "env": env, "value": shown, "source": source,
+                     "help": field.description or ""})
+    return rows

@@ -1,0 +1,1 @@
+"""Transport-agnostic FHIR R4 engine: store, search, bundles, validation, capability statement."""

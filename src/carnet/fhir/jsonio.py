@@ -1,0 +1,103 @@
+"""FHIR JSON in and out, keeping decimals exactly as written.
+
+FHIR decimals carry their precision (``1.50`` is not ``1.5``), so a float round trip is not
+enough. The fast path parses with orjson; when the body holds a number whose float form would
+print differently, it is parsed again with ``Decimal`` for every float, and those are written back
+verbatim through ``orjson.Fragment``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from carnet.errors import Invalid, Issue
+
+# A JSON number with a fraction or an exponent (also matches inside strings: a false positive
+# only sends the body down the exact path, which is correct too).
+_FLOAT_TOKEN = re.compile(rb"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+
+
+def _floats_round_trip(body: bytes) -> bool:
+    for match in _FLOAT_TOKEN.finditer(body):
+        token = match.group()
+        if b"." not in token and b"e" not in token and b"E" not in token:
+            continue
+        try:
+            if orjson.dumps(float(token)) != token:
+                return False
+        except ValueError:
+            return False
+    return True
+
+
+class FhirDecimal(Decimal):
+    """A decimal that remembers the exact text it was written with."""
+
+    text: str
+
+    def __new__(cls, text: str) -> FhirDecimal:
+        obj = super().__new__(cls, text)
+        obj.text = text
+        return obj
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate property {key!r}")
+        out[key] = value
+    return out
+
+
+def loads(body: bytes | str) -> Any:
+    """Parse a FHIR JSON body. Raises :class:`Invalid` with the position on bad JSON."""
+    if isinstance(body, str):
+        body = body.encode()
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Invalid(f"the body is not valid JSON: {exc}",
+                      issues=[Issue("fatal", "structure", f"the body is not valid JSON: {exc}")]) from None
+    if _floats_round_trip(body) and not _may_have_duplicates(body, value):
+        return value
+    try:
+        return json.loads(body, parse_float=FhirDecimal, object_pairs_hook=_reject_duplicates)
+    except ValueError as exc:
+        raise Invalid(f"the body is not valid FHIR JSON: {exc}",
+                      issues=[Issue("fatal", "structure", f"the body is not valid FHIR JSON: {exc}")]) from None
+
+
+def _may_have_duplicates(body: bytes, value: Any) -> bool:
+    """Cheap screen for duplicate object keys, which orjson silently collapses.
+
+    Counts the '"key":' tokens in the text against the keys of the parsed tree; a mismatch (also
+    caused by such text inside strings) sends the body to the exact parser, which decides.
+    """
+    return body.count(b'":') != _count_keys(value)
+
+
+def _count_keys(value: Any) -> int:
+    if isinstance(value, dict):
+        return len(value) + sum(_count_keys(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_count_keys(v) for v in value)
+    return 0
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        if not obj.is_finite():
+            return None
+        return orjson.Fragment(getattr(obj, "text", None) or str(obj))
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def dumps(value: Any, *, pretty: bool = False) -> bytes:
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    return orjson.dumps(value, default=_default, option=option)
