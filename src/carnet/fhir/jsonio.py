@@ -69,8 +69,8 @@ def loads(body: bytes | str) -> Any:
     try:
         return json.loads(body, parse_float=FhirDecimal, object_pairs_hook=_reject_duplicates)
     except ValueError as exc:
-        raise Invalid(f"the body is not valid FHIR JSON: {exc}",
-                      issues=[Issue("fatal", "structure", f"the body is not valid FHIR JSON: {exc}")]) from None
+        message = f"the body is not valid FHIR JSON: {exc}"
+        raise Invalid(message, issues=[Issue("fatal", "structure", message)]) from None
 
 
 def _may_have_duplicates(body: bytes, value: Any) -> bool:

@@ -1,0 +1,47 @@
+"""HTTP adapter for the FHIR REST API: turn a Starlette request into a FhirRequest and back."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from carnet.api.auth import principal_from
+from carnet.errors import CarnetError, TooLarge
+from carnet.fhir.router import FHIR_JSON, FhirRequest, FhirRouter, error_response
+
+CONTENT_TYPE = FHIR_JSON + "; charset=utf-8"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"the body is larger than the {limit} bytes accepted")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the body is larger than the {limit} bytes accepted")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def fhir_endpoint(request: Request) -> Response:
+    router: FhirRouter = request.app.state.fhir
+    settings = request.app.state.settings
+    try:
+        principal = principal_from(request)
+        body = await read_body(request, settings.max_body_bytes) if request.method in (
+            "POST", "PUT", "PATCH") else None
+    except CarnetError as exc:
+        resp = error_response(exc)
+    else:
+        path = request.path_params.get("path", "").strip("/")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        freq = FhirRequest(request.method, path, list(request.query_params.multi_items()), headers, body)
+        resp = await run_in_threadpool(router.handle, freq, principal)
+    content = resp.json_bytes()
+    headers = dict(resp.headers)
+    if resp.status == 204 or (not content and resp.status < 300):
+        return Response(status_code=resp.status, headers=headers)
+    return Response(content, status_code=resp.status, headers=headers, media_type=CONTENT_TYPE)

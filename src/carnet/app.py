@@ -1,0 +1,101 @@
+"""The ASGI application: ``create_app(settings)`` wires the engine, the FHIR router and the routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from carnet import __version__
+from carnet.api.fhir import fhir_endpoint
+from carnet.config import Settings
+from carnet.db.engine import make_engine
+from carnet.fhir.capability import capability_statement
+from carnet.fhir.router import FhirRouter, status_of
+from carnet.fhir.validation import validate
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"content-security-policy", b"default-src 'self'; frame-ancestors 'none'"),
+]
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware adding strict default headers (and no-store on the API)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        api = scope["path"].startswith("/fhir")
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.extend(SECURITY_HEADERS)
+                if api:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, wrapped)
+
+
+async def home(request: Request) -> Response:
+    counts = request.app.state.fhir.counts()
+    rows = "".join(f"<li>{t}: {n}</li>" for t, n in sorted(counts.items()))
+    return HTMLResponse(
+        "<!doctype html><html lang='fr'><head><meta charset='utf-8'><title>Carnet</title></head><body>"
+        "<h1>Carnet</h1><p>Espace santé — serveur FHIR R4.</p>"
+        "<ul><li><a href='/fhir/metadata'>/fhir/metadata</a> (CapabilityStatement)</li>"
+        "<li><a href='/fhir/Patient'>/fhir/Patient</a></li></ul>"
+        f"<h2>Ressources</h2><ul>{rows}</ul></body></html>")
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "version": __version__})
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings()
+    engine = make_engine(settings)
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    base = settings.public_base_url + "/fhir"
+    router = FhirRouter(settings, engine, validator=validate,
+                        capability=lambda: capability_statement(base, started))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = Starlette(
+        routes=[
+            Route("/", home),
+            Route("/healthz", health),
+            Route("/fhir", fhir_endpoint, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+            Route("/fhir/{path:path}", fhir_endpoint, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        ],
+        middleware=[Middleware(SecurityHeaders)],
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.fhir = router
+    app.state.signing_key = settings.signing_key()
+    return app
+
+
+__all__ = ["create_app", "status_of"]

@@ -1,0 +1,119 @@
+"""The ``carnet`` command: thin commands over the same services as the HTTP API."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from carnet.config import Mode, Settings, describe
+
+
+def _settings(data: Path | None = None, **overrides: object) -> Settings:
+    """Settings from the environment; command-line options win and are passed on to workers."""
+    if data is not None:
+        os.environ["CARNET_DATA_DIR"] = str(data)
+    for key, value in overrides.items():
+        if value is not None:
+            os.environ["CARNET_" + key.upper()] = str(value)
+    return Settings()
+
+
+data_option = click.option("--data", type=click.Path(path_type=Path), default=None,
+                           help="data folder (default ./carnet-data, or CARNET_DATA_DIR)")
+
+
+@click.group()
+@click.version_option(package_name="carnet")
+def main() -> None:
+    """Carnet: personal health space and FHIR R4 server."""
+
+
+@main.command()
+@data_option
+def migrate(data: Path | None) -> None:
+    """Create or upgrade the database schema to the newest revision."""
+    from carnet.db.engine import make_engine
+    from carnet.db.migrate import current_revision, upgrade
+
+    settings = _settings(data)
+    engine = make_engine(settings)
+    upgrade(engine)
+    click.echo(f"database at revision {current_revision(engine)}")
+    engine.dispose()
+
+
+@main.command()
+@data_option
+@click.option("--host", default=None, help="address to listen on (default 127.0.0.1)")
+@click.option("--port", type=int, default=None, help="port to listen on (default 8000)")
+@click.option("--workers", type=int, default=None, help="server processes (default 1)")
+def serve(data: Path | None, host: str | None, port: int | None, workers: int | None) -> None:
+    """Run the server (migrating the database first)."""
+    import uvicorn
+
+    from carnet.db.engine import make_engine
+    from carnet.db.migrate import upgrade
+
+    settings = _settings(data, host=host, port=port, workers=workers)
+    engine = make_engine(settings)
+    upgrade(engine)
+    engine.dispose()
+    settings.signing_key()  # create the development key once, before workers start
+    click.echo(f"Carnet is running at {settings.public_base_url}/  (FHIR base "
+               f"{settings.public_base_url}/fhir, data in {settings.data_dir})", err=False)
+    sys.stdout.flush()
+    uvicorn.run("carnet.app:create_app", factory=True, host=settings.host, port=settings.port,
+                workers=settings.workers, log_level=settings.log_level, access_log=False)
+
+
+@main.command()
+@data_option
+@click.option("--patients", type=int, default=25, show_default=True, help="synthetic patients to create")
+@click.option("--seed", type=int, default=2026, show_default=True, help="random seed")
+def demo(data: Path | None, patients: int, seed: int) -> None:
+    """Seed synthetic demo data: organisations, practitioners, patients and their observations."""
+    from carnet import demo as demo_data
+    from carnet.db.engine import make_engine
+    from carnet.db.migrate import upgrade
+
+    settings = _settings(data)
+    engine = make_engine(settings)
+    upgrade(engine)
+    counts = demo_data.seed(settings, engine, patients=patients, seed=seed)
+    engine.dispose()
+    summary = ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
+    click.echo(f"demo data loaded: {summary}")
+
+
+@main.command()
+@data_option
+@click.option("--as", "as_", required=True, help="who the token is for: system")
+@click.option("--ttl", type=int, default=3600, show_default=True, help="lifetime in seconds")
+def token(data: Path | None, as_: str, ttl: int) -> None:
+    """Print a development bearer token (development mode only)."""
+    from carnet.auth import tokens
+    from carnet.auth.principal import Principal
+
+    settings = _settings(data)
+    if settings.mode != Mode.DEVELOPMENT:
+        raise click.ClickException("tokens are issued by this command in development mode only")
+    if as_ != "system":
+        raise click.ClickException("only --as system is available until sign-on is configured")
+    click.echo(tokens.issue(settings.signing_key(), Principal.system(), ttl))
+
+
+@main.command()
+@data_option
+def config(data: Path | None) -> None:
+    """Print every setting: value (secrets masked), where it came from, and what it does."""
+    settings = _settings(data)
+    for row in describe(settings):
+        click.echo(f"{row['env']:<28} {row['value']:<40} [{row['source']}]")
+        click.echo(f"    {row['help']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The schema, in SQLAlchemy Core. Alembic migrations (db/migrations) create it.
+
+``resources`` holds the current version of every resource (one row, looked up by type and id);
+``resource_versions`` keeps every version for vread and history. The ``idx_*`` tables are the
+search index of current versions, one table per search-parameter type, each indexed on
+(type, parameter, value) so that a search costs an index range scan whatever the data size.
+Per-patient rows carry ``patient_id`` (the compartment owner) so the schema can be distributed
+by patient. Instants are integers: microseconds since the Unix epoch, UTC.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+)
+
+metadata = MetaData()
+
+ID = String(64)
+TYPE = String(64)
+PARAM = String(64)
+VALUE = String(255)
+
+resources = Table(
+    "resources",
+    metadata,
+    Column("res_type", TYPE, primary_key=True),
+    Column("res_id", ID, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("last_updated", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("patient_id", ID, nullable=True),
+    Column("content", LargeBinary, nullable=True),
+)
+Index("ix_resources_type_updated", resources.c.res_type, resources.c.last_updated)
+Index("ix_resources_patient", resources.c.patient_id)
+
+resource_versions = Table(
+    "resource_versions",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("res_type", TYPE, nullable=False),
+    Column("res_id", ID, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("last_updated", BigInteger, nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("patient_id", ID, nullable=True),
+    Column("content", LargeBinary, nullable=True),
+)
+Index("ux_versions_resource", resource_versions.c.res_type, resource_versions.c.res_id,
+      resource_versions.c.version, unique=True)
+Index("ix_versions_updated", resource_versions.c.last_updated)
+Index("ix_versions_type_updated", resource_versions.c.res_type, resource_versions.c.last_updated)
+
+
+def _index_table(name: str, *columns: Column, value_cols: tuple[str, ...]) -> Table:
+    table = Table(
+        name,
+        metadata,
+        Column("res_type", TYPE, nullable=False),
+        Column("res_id", ID, nullable=False),
+        Column("param", PARAM, nullable=False),
+        *columns,
+    )
+    Index(f"ix_{name}_resource", table.c.res_type, table.c.res_id)
+    Index(f"ix_{name}_value", table.c.res_type, table.c.param, *(table.c[c] for c in value_cols))
+    return table
+
+
+idx_string = _index_table(
+    "idx_string",
+    Column("value", VALUE, nullable=False),  # normalised: case-folded, accents removed
+    Column("exact", String(1024), nullable=False),
+    value_cols=("value",),
+)
+idx_token = _index_table(
+    "idx_token",
+    Column("system", String(255), nullable=True),
+    Column("code", VALUE, nullable=True),
+    Column("text", VALUE, nullable=True),  # normalised display / CodeableConcept.text, for :text
+    Column("type_system", String(255), nullable=True),  # Identifier.type, for :of-type
+    Column("type_code", String(64), nullable=True),
+    value_cols=("code", "system"),
+)
+idx_date = _index_table(
+    "idx_date",
+    Column("low", BigInteger, nullable=False),
+    Column("high", BigInteger, nullable=False),
+    value_cols=("low", "high"),
+)
+idx_number = _index_table(
+    "idx_number",
+    Column("value", Float, nullable=False),
+    Column("low", Float, nullable=False),
+    Column("high", Float, nullable=False),
+    value_cols=("value",),
+)
+idx_quantity = _index_table(
+    "idx_quantity",
+    Column("value", Float, nullable=False),
+    Column("low", Float, nullable=False),
+    Column("high", Float, nullable=False),
+    Column("system", String(255), nullable=True),
+    Column("code", String(64), nullable=True),
+    Column("unit", String(64), nullable=True),
+    value_cols=("code", "value"),
+)
+idx_reference = _index_table(
+    "idx_reference",
+    Column("target_type", TYPE, nullable=True),
+    Column("target_id", ID, nullable=True),
+    Column("url", String(1024), nullable=True),  # absolute or canonical references
+    Column("id_system", String(255), nullable=True),  # Reference.identifier, for :identifier
+    Column("id_value", VALUE, nullable=True),
+    value_cols=("target_id", "target_type"),
+)
+Index("ix_idx_reference_target", idx_reference.c.target_type, idx_reference.c.target_id,
+      idx_reference.c.param)
+idx_uri = _index_table(
+    "idx_uri",
+    Column("value", String(1024), nullable=False),
+    value_cols=("value",),
+)
+
+INDEX_TABLES = {
+    "string": idx_string,
+    "token": idx_token,
+    "date": idx_date,
+    "number": idx_number,
+    "quantity": idx_quantity,
+    "reference": idx_reference,
+    "uri": idx_uri,
+}

@@ -1,0 +1,194 @@
+"""Synthetic demo data: organisations, practitioners, patients and their measures.
+
+Everything is generated from a seed (no real person): names drawn from common French names,
+test INS matricules (OID 1.2.250.1.213.1.4.10) with valid keys, RPPS numbers with their Luhn key,
+FINESS numbers. The same generator feeds the benchmarks.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from carnet.auth.principal import Principal
+from carnet.config import Settings
+from carnet.fhir import jsonio
+
+FAMILY = ["Martin", "Bernard", "Thomas", "Petit", "Robert", "Richard", "Durand", "Dubois", "Moreau",
+          "Laurent", "Simon", "Michel", "Lefèvre", "Leroy", "Roux", "David", "Bertrand", "Morel",
+          "Fournier", "Girard", "Bonnet", "Dupont", "Lambert", "Fontaine", "Rousseau", "Vincent",
+          "Muller", "Lefebvre", "Faure", "André", "Mercier", "Blanc", "Guérin", "Boyer", "Garnier"]
+GIVEN_F = ["Marie", "Camille", "Léa", "Manon", "Chloé", "Inès", "Jeanne", "Louise", "Émilie",
+           "Sophie", "Nathalie", "Isabelle", "Hélène", "Anne", "Claire", "Zoé", "Lina", "Alice"]
+GIVEN_M = ["Jean", "Pierre", "Louis", "Lucas", "Hugo", "Gabriel", "Arthur", "Jules", "Paul",
+           "Nicolas", "François", "Michel", "Philippe", "Théo", "Noé", "Antoine", "Étienne", "Yves"]
+CITIES = [("Paris", "75056", "75011"), ("Lyon", "69123", "69003"), ("Marseille", "13055", "13005"),
+          ("Toulouse", "31555", "31000"), ("Nantes", "44109", "44000"), ("Lille", "59350", "59000"),
+          ("Bordeaux", "33063", "33000"), ("Rennes", "35238", "35000"), ("Ajaccio", "2A004", "20000"),
+          ("Strasbourg", "67482", "67000")]
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+INS_TEST_OID = "urn:oid:1.2.250.1.213.1.4.10"
+RPPS_OID = "urn:oid:1.2.250.1.71.4.2.1"
+FINESS_SYSTEM = "http://finess.sante.gouv.fr"
+
+
+def nir_key(first13: str) -> str:
+    number = int(first13.replace("2A", "19").replace("2B", "18"))
+    return f"{97 - number % 97:02d}"
+
+
+def luhn_digit(digits: str) -> str:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 0:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return str((10 - total % 10) % 10)
+
+
+def _patient(rng: random.Random) -> dict[str, Any]:
+    female = rng.random() < 0.5
+    given = rng.choice(GIVEN_F if female else GIVEN_M)
+    second = rng.choice(GIVEN_F if female else GIVEN_M)
+    family = rng.choice(FAMILY)
+    born = date(1930, 1, 1) + timedelta(days=rng.randrange(0, 33000))
+    city, insee, postal = rng.choice(CITIES)
+    dept = insee[:2]
+    order = rng.randrange(1, 999)
+    first13 = f"{2 if female else 1}{born.year % 100:02d}{born.month:02d}{dept}{insee[2:]}{order:03d}"
+    matricule = first13 + nir_key(first13)
+    return {
+        "resourceType": "Patient",
+        "identifier": [{"use": "official", "system": INS_TEST_OID, "value": matricule}],
+        "active": True,
+        "name": [{"use": "official", "family": family, "given": [given, second]}],
+        "telecom": [{"system": "phone", "value": f"06{rng.randrange(10**7, 10**8)}", "use": "mobile"}],
+        "gender": "female" if female else "male",
+        "birthDate": born.isoformat(),
+        "address": [{"use": "home", "line": [f"{rng.randrange(1, 120)} rue {rng.choice(FAMILY)}"],
+                     "city": city, "postalCode": postal, "country": "FR"}],
+    }
+
+
+def _organization(rng: random.Random, i: int) -> dict[str, Any]:
+    city, _, postal = CITIES[i % len(CITIES)]
+    base = f"{postal[:2]}0{rng.randrange(10**4, 10**5)}"
+    finess = base + luhn_digit(base)
+    kind = ["Centre hospitalier", "Clinique", "Laboratoire", "Maison de santé"][i % 4]
+    return {"resourceType": "Organization", "active": True,
+            "identifier": [{"system": FINESS_SYSTEM, "value": finess}],
+            "name": f"{kind} de {city}", "address": [{"city": city, "postalCode": postal, "country": "FR"}]}
+
+
+def _practitioner(rng: random.Random) -> dict[str, Any]:
+    female = rng.random() < 0.5
+    base = "10" + f"{rng.randrange(10**8, 10**9)}"
+    rpps = base + luhn_digit(base)
+    return {"resourceType": "Practitioner", "active": True,
+            "identifier": [{"system": RPPS_OID, "value": "8" + rpps}],
+            "name": [{"family": rng.choice(FAMILY), "given": [rng.choice(GIVEN_F if female else GIVEN_M)],
+                      "prefix": ["Dr"]}],
+            "gender": "female" if female else "male"}
+
+
+def _quantity(value: float, unit: str, code: str) -> dict[str, Any]:
+    return {"value": value, "unit": unit, "system": UCUM, "code": code}
+
+
+def _observation(rng: random.Random, patient_ref: str, performer: str, when: datetime) -> dict[str, Any]:
+    kind = rng.randrange(5)
+    effective = when.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    obs: dict[str, Any] = {
+        "resourceType": "Observation", "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                  "code": "vital-signs" if kind < 4 else "laboratory"}]}],
+        "subject": {"reference": patient_ref}, "effectiveDateTime": effective,
+        "performer": [{"reference": performer}],
+    }
+    if kind == 0:
+        obs["code"] = {"coding": [{"system": LOINC, "code": "29463-7", "display": "Body weight"}],
+                       "text": "Poids"}
+        obs["valueQuantity"] = _quantity(round(rng.uniform(45, 110), 1), "kg", "kg")
+    elif kind == 1:
+        obs["code"] = {"coding": [{"system": LOINC, "code": "8302-2", "display": "Body height"}],
+                       "text": "Taille"}
+        obs["valueQuantity"] = _quantity(round(rng.uniform(150, 195)), "cm", "cm")
+    elif kind == 2:
+        obs["code"] = {"coding": [{"system": LOINC, "code": "8867-4", "display": "Heart rate"}],
+                       "text": "Fréquence cardiaque"}
+        obs["valueQuantity"] = _quantity(rng.randrange(50, 110), "/min", "/min")
+    elif kind == 3:
+        obs["code"] = {"coding": [{"system": LOINC, "code": "85354-9", "display": "Blood pressure panel"}],
+                       "text": "Tension artérielle"}
+        obs["component"] = [
+            {"code": {"coding": [{"system": LOINC, "code": "8480-6", "display": "Systolic"}]},
+             "valueQuantity": _quantity(rng.randrange(100, 160), "mm[Hg]", "mm[Hg]")},
+            {"code": {"coding": [{"system": LOINC, "code": "8462-4", "display": "Diastolic"}]},
+             "valueQuantity": _quantity(rng.randrange(60, 100), "mm[Hg]", "mm[Hg]")},
+        ]
+    else:
+        obs["code"] = {"coding": [{"system": LOINC, "code": "2339-0", "display": "Glucose"}],
+                       "text": "Glycémie"}
+        obs["valueQuantity"] = _quantity(round(rng.uniform(0.7, 1.6), 2), "g/L", "g/L")
+    return obs
+
+
+def _entry(resource: dict[str, Any]) -> dict[str, Any]:
+    return {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": resource,
+            "request": {"method": "POST", "url": resource["resourceType"]}}
+
+
+def directory_bundle(seed: int, organizations: int = 8, practitioners: int = 20) -> dict[str, Any]:
+    rng = random.Random(seed)  # noqa: S311 - synthetic data, not secrets
+    entries = [_entry(_organization(rng, i)) for i in range(organizations)]
+    entries += [_entry(_practitioner(rng)) for _ in range(practitioners)]
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def patient_bundles(seed: int, patients: int, observations: int = 19, per_bundle: int = 5,
+                    performers: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Transaction bundles of ``per_bundle`` patients, each with ``observations`` Observations."""
+    rng = random.Random(seed + 1)  # noqa: S311 - synthetic data, not secrets
+    performers = performers or ["Practitioner?identifier=" + RPPS_OID + "|unknown"]
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    entries: list[dict[str, Any]] = []
+    for n in range(patients):
+        patient = _entry(_patient(rng))
+        entries.append(patient)
+        for _ in range(observations):
+            when = now - timedelta(days=rng.randrange(0, 3650), minutes=rng.randrange(0, 1440))
+            entries.append(_entry(_observation(rng, patient["fullUrl"], rng.choice(performers), when)))
+        if (n + 1) % per_bundle == 0 or n == patients - 1:
+            yield {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+            entries = []
+
+
+def seed(settings: Settings, engine: Engine, *, patients: int = 25, seed: int = 2026) -> dict[str, int]:
+    """Load the demo data through the FHIR engine (validated, indexed, like any client's data)."""
+    from carnet.fhir.router import FhirRequest, FhirRouter
+    from carnet.fhir.validation import validate
+
+    router = FhirRouter(settings, engine, validator=validate)
+    principal = Principal.system("carnet-demo")
+
+    def post(bundle: dict[str, Any]) -> dict[str, Any]:
+        resp = router.handle(FhirRequest("POST", "", [], {}, jsonio.dumps(bundle)), principal)
+        if resp.status != 200:
+            raise RuntimeError(f"demo data refused: {resp.json_bytes()[:500]!r}")
+        return dict(jsonio.loads(resp.json_bytes()))
+
+    directory = post(directory_bundle(seed))
+    performers = [e["response"]["location"].rsplit("/_history", 1)[0]
+                  for e in directory["entry"] if e["response"]["location"].startswith("Practitioner")]
+    for bundle in patient_bundles(seed, patients, performers=performers):
+        post(bundle)
+    return router.counts()

@@ -1,0 +1,71 @@
+"""The CapabilityStatement: generated from what the engine actually implements."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from carnet import __version__
+from carnet.fhir.searchparams import params_for, resource_types
+
+INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type",
+                "create", "search-type"]
+SEARCH_PARAM_DOCS = {
+    "string": "default (starts with, case and accent insensitive), :exact, :contains, :missing",
+    "token": "code, system|code, |code, system|, :not, :text, :of-type (identifiers), :missing",
+    "date": "prefixes eq ne gt lt ge le sa eb ap, partial dates, periods, :missing",
+    "reference": "Type/id, id, absolute URL, :Type, :identifier, one-level chains, :missing",
+    "number": "prefixes eq ne gt lt ge le sa eb ap, implicit precision, :missing",
+    "quantity": "[prefix]number|system|code, :missing",
+    "uri": "exact, :below, :above, :missing",
+}
+
+
+@cache
+def capability_statement(base_url: str, date: str) -> dict[str, Any]:
+    types = []
+    for rtype in sorted(resource_types()):
+        params = [{"name": "_id", "type": "token"}, {"name": "_lastUpdated", "type": "date"}]
+        params += [{"name": p.code, "type": p.type, "documentation": SEARCH_PARAM_DOCS[p.type]}
+                   for p in sorted(params_for(rtype).values(), key=lambda p: p.code)]
+        ref_params = [p.code for p in params_for(rtype).values() if p.type == "reference"]
+        types.append({
+            "type": rtype,
+            "interaction": [{"code": c} for c in INTERACTIONS],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalUpdate": True,
+            "conditionalDelete": "multiple",
+            "conditionalRead": "not-supported",
+            "referencePolicy": ["literal", "logical"],
+            "searchInclude": [f"{rtype}:{c}" for c in sorted(ref_params)] + ["*"],
+            "searchRevInclude": ["*"],
+            "searchParam": params,
+        })
+    return {
+        "resourceType": "CapabilityStatement",
+        "id": "carnet",
+        "url": f"{base_url}/metadata",
+        "name": "Carnet",
+        "title": "Carnet FHIR R4 server",
+        "status": "active",
+        "experimental": False,
+        "date": date,
+        "publisher": "Carnet",
+        "kind": "instance",
+        "software": {"name": "Carnet", "version": __version__},
+        "implementation": {"description": "Carnet FHIR R4 server", "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json", "application/fhir+xml"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": "Search result parameters: _count, _offset, _sort (several keys, -desc), "
+                             "_include / _revinclude (:iterate), _summary (count, text, data, false), "
+                             "_elements, _total (none, estimate, accurate). GET and POST _search.",
+            "resource": types,
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+        }],
+    }

@@ -1,0 +1,493 @@
+"""Transport-agnostic FHIR REST interactions.
+
+``FhirRouter.handle(request, principal)`` answers one FHIR REST request; Bundles call
+``dispatch`` for each entry inside their own transaction. Domain errors become OperationOutcome
+responses in one place (:func:`error_response`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import jsonpatch
+import orjson
+from sqlalchemy import Connection, Engine, func, select
+
+from carnet.audit import AuditSink
+from carnet.auth.principal import Principal
+from carnet.config import Settings
+from carnet.db.tables import idx_reference, resources
+from carnet.errors import (
+    CarnetError,
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    Issue,
+    MethodNotAllowed,
+    NotFound,
+    NotSupported,
+    PreconditionFailed,
+    TooLarge,
+    Unprocessable,
+)
+from carnet.fhir import jsonio
+from carnet.fhir.search import Compiler, Include, SearchRequest, parse
+from carnet.fhir.store import Repository, Stored, Validator, check_type
+from carnet.fhir.values import http_date, instant_text, now_us
+from carnet.policy import Policy
+
+FHIR_JSON = "application/fhir+json"
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+@dataclass
+class FhirRequest:
+    method: str
+    path: str  # relative to the FHIR base, without leading slash: "Patient/1/_history/2"
+    query: list[tuple[str, str]] = field(default_factory=list)
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    body: Any = None  # bytes from HTTP, or an already parsed resource inside a Bundle
+
+
+@dataclass
+class FhirResponse:
+    status: int
+    body: Any = None  # a dict, bytes of JSON, or None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def json_bytes(self) -> bytes:
+        if self.body is None:
+            return b""
+        if isinstance(self.body, bytes):
+            return self.body
+        return jsonio.dumps(self.body)
+
+
+STATUS = {
+    Invalid: 400, NotSupported: 400, Unprocessable: 422, NotFound: 404, Gone: 410,
+    Forbidden: 403, Conflict: 409, PreconditionFailed: 412, MethodNotAllowed: 405, TooLarge: 413,
+}
+
+
+def status_of(exc: CarnetError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def outcome(issues: list[Issue]) -> dict[str, Any]:
+    return {"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in issues]}
+
+
+def error_response(exc: CarnetError) -> FhirResponse:
+    return FhirResponse(status_of(exc), outcome(exc.issues))
+
+
+def _version_from_etag(value: str | None) -> int | None:
+    if not value:
+        return None
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    try:
+        return int(text)
+    except ValueError:
+        raise PreconditionFailed(f"'{value}' is not a version ETag") from None
+
+
+class FhirRouter:
+    def __init__(self, settings: Settings, engine: Engine, *, policy: Policy | None = None,
+                 audit: AuditSink | None = None, validator: Validator | None = None,
+                 capability: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.policy = policy
+        self.audit = audit
+        self.validator = validator
+        self.capability = capability
+        self.base = settings.public_base_url + "/fhir"
+        self.compiler = Compiler(self.base)
+
+    # -- entry point --------------------------------------------------------------------------
+    def handle(self, request: FhirRequest, principal: Principal) -> FhirResponse:
+        try:
+            if request.method == "GET" and request.path == "metadata":
+                if self.capability is None:
+                    raise NotFound("no capability statement")
+                return FhirResponse(200, self.capability())
+            write = request.method in MUTATING
+            conn = self.engine.connect()
+            if write:
+                conn = conn.execution_options(carnet_write=True)
+            with conn, conn.begin():
+                repo = self.repository(conn, principal)
+                if request.method == "POST" and request.path == "":
+                    from carnet.fhir.bundles import process_bundle
+
+                    return process_bundle(self, repo, request)
+                return self.dispatch(repo, request)
+        except CarnetError as exc:
+            return error_response(exc)
+
+    def repository(self, conn: Connection, principal: Principal) -> Repository:
+        return Repository(conn, principal, policy=self.policy, audit=self.audit, validator=self.validator)
+
+    def dispatch(self, repo: Repository, req: FhirRequest) -> FhirResponse:
+        parts = [p for p in req.path.split("/") if p]
+        m = req.method
+        if not parts:
+            if m == "GET" and req.query:
+                raise NotSupported("searching across all resource types is not supported")
+            raise MethodNotAllowed(f"{m} is not supported on the FHIR base")
+        if parts == ["_history"] and m == "GET":
+            return self.history(repo, None, None, req)
+        rtype = parts[0]
+        check_type(rtype)
+        n = len(parts)
+        if n == 1:
+            if m == "GET":
+                return self.search(repo, rtype, req.query, req)
+            if m == "POST":
+                return self.create(repo, rtype, req)
+            if m in ("PUT", "PATCH", "DELETE"):
+                return self.conditional(repo, rtype, req)
+        elif n == 2 and parts[1] == "_search" and m == "POST":
+            return self.search(repo, rtype, req.query + _form(req.body), req)
+        elif n == 2 and parts[1] == "_history" and m == "GET":
+            return self.history(repo, rtype, None, req)
+        elif n == 2:
+            rid = parts[1]
+            if m == "GET":
+                return self.resource_response(repo.read(rtype, rid), 200)
+            if m == "PUT":
+                return self.update(repo, rtype, rid, req)
+            if m == "PATCH":
+                return self.patch(repo, rtype, rid, req)
+            if m == "DELETE":
+                repo.delete(rtype, rid, if_match=_version_from_etag(req.headers.get("if-match")))
+                return FhirResponse(204)
+        elif n == 3 and parts[2] == "_history" and m == "GET":
+            return self.history(repo, rtype, parts[1], req)
+        elif n == 4 and parts[2] == "_history" and m == "GET":
+            try:
+                version = int(parts[3])
+            except ValueError:
+                raise NotFound(f"'{parts[3]}' is not a version of {rtype}/{parts[1]}") from None
+            return self.resource_response(repo.vread(rtype, parts[1], version), 200)
+        raise MethodNotAllowed(f"{m} /{req.path} is not a supported interaction")
+
+    # -- responses ----------------------------------------------------------------------------
+    def resource_response(self, stored: Stored, status: int, prefer: str | None = None,
+                          location: bool = False) -> FhirResponse:
+        headers = {"ETag": stored.etag, "Last-Modified": http_date(stored.last_updated)}
+        if location:
+            headers["Location"] = f"{self.base}/{stored.resource_type}/{stored.id}/_history/{stored.version}"
+        body: Any = stored.content
+        if prefer == "minimal":
+            body = None
+        elif prefer == "OperationOutcome":
+            body = outcome([Issue("information", "informational",
+                                  f"{stored.resource_type}/{stored.id} stored as version {stored.version}")])
+        return FhirResponse(status, body, headers)
+
+    @staticmethod
+    def _prefer(req: FhirRequest) -> str | None:
+        prefer = req.headers.get("prefer", "")
+        for part in prefer.split(";"):
+            key, _, value = part.strip().partition("=")
+            if key == "return":
+                return value.strip('"')
+        return None
+
+    def _body(self, req: FhirRequest) -> Any:
+        if req.body is None or req.body == b"":
+            raise Invalid("the request has no body")
+        if isinstance(req.body, bytes | str):
+            ctype = req.headers.get("content-type", "")
+            if "xml" in ctype:
+                from carnet.fhir.xml import parse_xml
+
+                return parse_xml(req.body if isinstance(req.body, bytes) else req.body.encode())
+            return jsonio.loads(req.body)
+        return req.body
+
+    # -- interactions -------------------------------------------------------------------------
+    def create(self, repo: Repository, rtype: str, req: FhirRequest, rid: str | None = None) -> FhirResponse:
+        resource = self._body(req)
+        repo.prepare(resource, rtype)
+        condition = req.headers.get("if-none-exist")
+        if condition:
+            found = self.match(repo, rtype, condition)
+            if len(found) > 1:
+                raise PreconditionFailed(f"If-None-Exist '{condition}' matches {len(found)} resources")
+            if found:
+                return self.resource_response(found[0], 200, self._prefer(req), location=True)
+        resource.pop("id", None)
+        stored = repo.create(resource, rid=rid)
+        return self.resource_response(stored, 201, self._prefer(req), location=True)
+
+    def update(self, repo: Repository, rtype: str, rid: str, req: FhirRequest) -> FhirResponse:
+        resource = self._body(req)
+        if isinstance(resource, dict) and "id" not in resource:
+            raise Invalid("the resource in an update must carry its id", expression=[f"{rtype}.id"])
+        stored, created = repo.update(rtype, rid, resource,
+                                      if_match=_version_from_etag(req.headers.get("if-match")))
+        return self.resource_response(stored, 201 if created else 200, self._prefer(req), location=created)
+
+    def patch(self, repo: Repository, rtype: str, rid: str, req: FhirRequest) -> FhirResponse:
+        ctype = req.headers.get("content-type", "")
+        if "json-patch" not in ctype and not isinstance(req.body, list):
+            raise NotSupported("PATCH takes a JSON Patch document (application/json-patch+json)")
+        ops = req.body if isinstance(req.body, list) else jsonio.loads(req.body or b"")
+        if not isinstance(ops, list):
+            raise Invalid("a JSON Patch document is an array of operations")
+        current = repo.read(rtype, rid)
+        if_match = _version_from_etag(req.headers.get("if-match"))
+        if if_match is not None and if_match != current.version:
+            raise PreconditionFailed(f"If-Match names version {if_match}, the current version is "
+                                     f"{current.version}")
+        try:
+            patched = jsonpatch.apply_patch(current.resource(), ops)
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
+            raise Unprocessable(f"the patch cannot be applied: {exc}") from None
+        if not isinstance(patched, dict) or patched.get("id") != rid or patched.get("resourceType") != rtype:
+            raise Unprocessable("a patch may not change the resource's type or id")
+        stored, _ = repo.update(rtype, rid, patched, if_match=current.version, method="PATCH")
+        return self.resource_response(stored, 200, self._prefer(req))
+
+    def conditional(self, repo: Repository, rtype: str, req: FhirRequest) -> FhirResponse:
+        if not req.query:
+            raise MethodNotAllowed(f"{req.method} on a type needs search criteria")
+        condition = urlencode(req.query)
+        found = self.match(repo, rtype, condition)
+        if len(found) > 1:
+            raise PreconditionFailed(f"the criteria '{condition}' match {len(found)} resources")
+        if req.method == "PUT":
+            resource = self._body(req)
+            if found:
+                rid = found[0].id
+                if isinstance(resource, dict) and resource.get("id") not in (None, rid):
+                    raise Invalid(f"the body's id differs from the matched resource {rtype}/{rid}")
+                if isinstance(resource, dict):
+                    resource["id"] = rid
+                return self.update(repo, rtype, rid, FhirRequest("PUT", f"{rtype}/{rid}", [],
+                                                                 req.headers, resource))
+            if isinstance(resource, dict) and resource.get("id"):
+                return self.update(repo, rtype, resource["id"],
+                                   FhirRequest("PUT", "", [], req.headers, resource))
+            return self.create(repo, rtype, FhirRequest("POST", rtype, [], {
+                k: v for k, v in req.headers.items() if k != "if-none-exist"}, resource))
+        if req.method == "DELETE":
+            for stored in found:
+                repo.delete(rtype, stored.id)
+            return FhirResponse(204)
+        if not found:
+            raise NotFound(f"no {rtype} matches '{condition}'")
+        return self.patch(repo, rtype, found[0].id, req)
+
+    def match(self, repo: Repository, rtype: str, condition: str) -> list[Stored]:
+        """Resources of a type matching search criteria (for conditional interactions)."""
+        query = parse_qsl(condition.lstrip("?"), keep_blank_values=True)
+        req = parse(rtype, query, default_count=2, max_count=2)
+        req.count = 2
+        rows = repo.conn.execute(self.compiler.page(req, repo.visible(rtype))).all()
+        return [Stored(rtype, r.res_id, r.version, r.last_updated, False, r.content) for r in rows]
+
+    # -- search ---------------------------------------------------------------------------------
+    def search(self, repo: Repository, rtype: str, query: list[tuple[str, str]],
+               req: FhirRequest) -> FhirResponse:
+        sreq = parse(rtype, query, default_count=self.settings.default_page_size,
+                     max_count=self.settings.max_page_size)
+        if sreq.snapshot is None:
+            sreq.snapshot = now_us()
+        visible = repo.visible(rtype)
+        bundle: dict[str, Any] = {"resourceType": "Bundle", "id": _bundle_id(), "meta": {
+            "lastUpdated": instant_text(now_us())}, "type": "searchset"}
+        if sreq.summary == "count":
+            bundle["total"] = repo.conn.execute(self.compiler.count(sreq, visible)).scalar_one()
+            repo._record("search", rtype, (), query=urlencode(query))
+            return FhirResponse(200, bundle)
+        rows = repo.conn.execute(self.compiler.page(sreq, visible)).all()
+        has_next = len(rows) > sreq.count
+        rows = rows[: sreq.count]
+        total = None
+        if sreq.total in ("accurate", "estimate"):
+            total = repo.conn.execute(self.compiler.count(sreq, visible)).scalar_one()
+        elif not has_next and sreq.total != "none":
+            total = sreq.offset + len(rows)
+        if total is not None:
+            bundle["total"] = total
+        bundle["link"] = self._links(rtype, query, sreq, has_next)
+        matches = [Stored(rtype, r.res_id, r.version, r.last_updated, False, r.content) for r in rows]
+        entries = [self._entry(s, "match", sreq) for s in matches]
+        included = self._includes(repo, matches, sreq.includes)
+        entries.extend(self._entry(s, "include", sreq) for s in included)
+        bundle["entry"] = entries
+        repo._record("search", rtype, tuple(s.id for s in matches), query=urlencode(query))
+        return FhirResponse(200, bundle)
+
+    def _entry(self, s: Stored, mode: str, sreq: SearchRequest) -> dict[str, Any]:
+        resource: Any = orjson.Fragment(s.content) if s.content is not None else None
+        if sreq.summary in ("text", "data") or sreq.elements:
+            resource = _subset(s.resource(), sreq)
+        return {"fullUrl": f"{self.base}/{s.resource_type}/{s.id}", "resource": resource,
+                "search": {"mode": mode}}
+
+    def _links(self, rtype: str, query: list[tuple[str, str]], sreq: SearchRequest,
+               has_next: bool) -> list[dict[str, str]]:
+        base_q = [(k, v) for k, v in query if k not in ("_offset", "_snapshot", "_count")]
+
+        def url(offset: int) -> str:
+            q = [*base_q, ("_count", str(sreq.count)), ("_offset", str(offset)),
+                 ("_snapshot", str(sreq.snapshot))]
+            return f"{self.base}/{rtype}?{urlencode(q)}"
+
+        links = [{"relation": "self", "url": url(sreq.offset)}, {"relation": "first", "url": url(0)}]
+        if has_next:
+            links.append({"relation": "next", "url": url(sreq.offset + sreq.count)})
+        if sreq.offset > 0:
+            links.append({"relation": "previous", "url": url(max(sreq.offset - sreq.count, 0))})
+        return links
+
+    def _includes(self, repo: Repository, matches: list[Stored], includes: list[Include]) -> list[Stored]:
+        if not includes or not matches:
+            return []
+        seen = {(s.resource_type, s.id) for s in matches}
+        frontier = list(matches)
+        out: list[Stored] = []
+        depth = 0
+        while frontier and depth < self.settings.max_include_depth:
+            keys: list[tuple[str, str]] = []
+            for inc in includes:
+                if depth > 0 and not inc.iterate:
+                    continue
+                keys.extend(self._include_keys(repo, frontier, inc))
+            new_keys = [k for k in dict.fromkeys(keys) if k not in seen]
+            found = repo.read_many(new_keys)
+            seen.update(new_keys)
+            out.extend(found)
+            frontier = found
+            depth += 1
+        return out
+
+    def _include_keys(self, repo: Repository, frontier: list[Stored], inc: Include) -> list[tuple[str, str]]:
+        t = idx_reference.c
+        keys: list[tuple[str, str]] = []
+        if not inc.reverse:
+            ids = [s.id for s in frontier if s.resource_type == inc.source_type or inc.param == "*"]
+            types = {s.resource_type for s in frontier}
+            if not ids:
+                return []
+            stmt = select(t.target_type, t.target_id).where(t.res_id.in_(ids), t.target_id.is_not(None))
+            stmt = stmt.where(t.res_type.in_(types) if inc.param == "*" else t.res_type == inc.source_type)
+            if inc.param != "*":
+                stmt = stmt.where(t.param == inc.param)
+            if inc.target_type:
+                stmt = stmt.where(t.target_type == inc.target_type)
+            keys.extend((r.target_type, r.target_id) for r in repo.conn.execute(stmt))
+        else:
+            by_type: dict[str, list[str]] = {}
+            for s in frontier:
+                by_type.setdefault(s.resource_type, []).append(s.id)
+            for target_type, ids in by_type.items():
+                stmt = select(t.res_type, t.res_id).where(t.target_type == target_type, t.target_id.in_(ids))
+                if inc.param != "*":
+                    stmt = stmt.where(t.res_type == inc.source_type, t.param == inc.param)
+                keys.extend((r.res_type, r.res_id) for r in repo.conn.execute(stmt))
+        return keys
+
+    # -- history ----------------------------------------------------------------------------------
+    def history(self, repo: Repository, rtype: str | None, rid: str | None, req: FhirRequest) -> FhirResponse:
+        q = dict(req.query)
+        count = min(int(q.get("_count", self.settings.default_page_size)), self.settings.max_page_size)
+        offset = int(q.get("_offset", 0))
+        snapshot = int(q["_snapshot"]) if "_snapshot" in q else now_us()
+        since = _instant_param(q.get("_since"), "_since")
+        at = _instant_param(q.get("_at"), "_at", upper=True)
+        items, fetched = repo.history(rtype, rid, since=since, at=at, count=count, offset=offset,
+                                      snapshot=snapshot)
+        path = "/".join(p for p in (rtype, rid) if p) + ("/_history" if rtype else "_history")
+        base_q = [(k, v) for k, v in req.query if k not in ("_offset", "_snapshot", "_count")]
+
+        def url(off: int) -> str:
+            return f"{self.base}/{path}?" + urlencode(
+                [*base_q, ("_count", str(count)), ("_offset", str(off)), ("_snapshot", str(snapshot))])
+
+        links = [{"relation": "self", "url": url(offset)}]
+        if fetched > count:
+            links.append({"relation": "next", "url": url(offset + count)})
+        if offset > 0:
+            links.append({"relation": "previous", "url": url(max(offset - count, 0))})
+        entries = []
+        for s in items:
+            entry: dict[str, Any] = {"fullUrl": f"{self.base}/{s.resource_type}/{s.id}"}
+            if s.content is not None:
+                entry["resource"] = orjson.Fragment(s.content)
+            method = s.method or "PUT"
+            url_part = s.resource_type if method == "POST" else f"{s.resource_type}/{s.id}"
+            entry["request"] = {"method": method, "url": url_part}
+            entry["response"] = {"status": "201" if method == "POST" else "204" if s.deleted else "200",
+                                 "etag": s.etag, "lastModified": instant_text(s.last_updated)}
+            entries.append(entry)
+        bundle = {"resourceType": "Bundle", "id": _bundle_id(), "type": "history", "link": links,
+                  "entry": entries}
+        if fetched <= count:
+            bundle["total"] = offset + len(items)
+        return FhirResponse(200, bundle)
+
+    def counts(self) -> dict[str, int]:
+        """Current resources per type (for operators and tests)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(resources.c.res_type, func.count())
+                                .where(resources.c.deleted.is_(False)).group_by(resources.c.res_type))
+            return {r[0]: r[1] for r in rows}
+
+
+def _instant_param(value: str | None, name: str, upper: bool = False) -> int | None:
+    if value is None:
+        return None
+    from carnet.fhir.values import date_range
+
+    rng = date_range(value)
+    if rng is None:
+        raise Invalid(f"{name} must be a date or instant, not '{value}'", expression=[name])
+    return rng[1] if upper else rng[0]
+
+
+def _bundle_id() -> str:
+    from carnet.fhir.store import new_id
+
+    return new_id()
+
+
+def _form(body: Any) -> list[tuple[str, str]]:
+    if not body:
+        return []
+    text = body.decode() if isinstance(body, bytes) else str(body)
+    return parse_qsl(text, keep_blank_values=True)
+
+
+_SUMMARY_KEEP = {"resourceType", "id", "meta"}
+
+
+def _subset(resource: dict[str, Any], sreq: SearchRequest) -> dict[str, Any]:
+    if sreq.summary == "data":
+        out = {k: v for k, v in resource.items() if k != "text"}
+    elif sreq.summary == "text":
+        out = {k: v for k, v in resource.items() if k in _SUMMARY_KEEP or k == "text"}
+    else:
+        keep = _SUMMARY_KEEP | {e.split(".")[0] for e in sreq.elements}
+        out = {k: v for k, v in resource.items() if k in keep}
+    meta = dict(out.get("meta") or {})
+    tags = list(meta.get("tag") or [])
+    tags.append({"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+                 "code": "SUBSETTED", "display": "subsetted"})
+    meta["tag"] = tags
+    out["meta"] = meta
+    return out

@@ -1,0 +1,421 @@
+"""FHIR search: parse the query string, compile it into one SQL statement over the index tables.
+
+Every parameter becomes an ``EXISTS`` over its index table, correlated on the resource, so that
+each clause is an index lookup; repeated parameters are ANDed, comma-separated values ORed.
+Paging is by offset within a snapshot: the first page fixes an instant, and later pages ignore
+resources created after it, so links stay correct while others insert.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+)
+
+from carnet.db.tables import INDEX_TABLES, idx_reference, resources
+from carnet.errors import Invalid, NotSupported
+from carnet.fhir.searchparams import SearchParam, params_for, resource_types
+from carnet.fhir.values import date_range, normalise, number_range
+
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+RESULT_PARAMS = {"_count", "_offset", "_snapshot", "_sort", "_include", "_revinclude", "_summary",
+                 "_elements", "_total", "_format", "_pretty", "_contained", "_containedType"}
+_MODIFIERS = {
+    "string": {"", "exact", "contains", "missing"},
+    "token": {"", "not", "text", "of-type", "missing"},
+    "date": {"", "missing"},
+    "number": {"", "missing"},
+    "quantity": {"", "missing"},
+    "reference": {"", "identifier", "missing"},  # plus a resource type, checked separately
+    "uri": {"", "below", "above", "missing"},
+}
+
+
+@dataclass
+class Clause:
+    param: str
+    modifier: str
+    values: list[str]
+    chain: list[tuple[str, str | None]] = field(default_factory=list)  # [(ref param, target type)]
+
+
+@dataclass
+class Include:
+    source_type: str
+    param: str
+    target_type: str | None
+    iterate: bool
+    reverse: bool
+
+
+@dataclass
+class SearchRequest:
+    resource_type: str
+    clauses: list[Clause] = field(default_factory=list)
+    count: int = 20
+    offset: int = 0
+    snapshot: int | None = None
+    sort: list[tuple[str, bool]] = field(default_factory=list)  # (param, descending)
+    includes: list[Include] = field(default_factory=list)
+    summary: str | None = None
+    elements: list[str] = field(default_factory=list)
+    total: str | None = None
+
+
+def _int(name: str, value: str) -> int:
+    try:
+        out = int(value)
+    except ValueError:
+        raise Invalid(f"{name} must be an integer, not '{value}'", expression=[name]) from None
+    if out < 0:
+        raise Invalid(f"{name} must not be negative", expression=[name])
+    return out
+
+
+def parse(resource_type: str, query: list[tuple[str, str]], *, default_count: int = 20,
+          max_count: int = 1000) -> SearchRequest:
+    req = SearchRequest(resource_type, count=default_count)
+    known = params_for(resource_type)
+    for name, value in query:
+        if name in RESULT_PARAMS:
+            _result_param(req, name, value, max_count)
+            continue
+        if name.startswith("_include") or name.startswith("_revinclude"):
+            _include_param(req, name, value)
+            continue
+        base, _, modifier = name.partition(":")
+        chain: list[tuple[str, str | None]] = []
+        if "." in name:
+            head, _, tail = name.partition(".")
+            ref_param, _, target = head.partition(":")
+            base, _, modifier = tail.partition(":")
+            chain.append((ref_param, target or None))
+            ref = known.get(ref_param)
+            if ref is None or ref.type != "reference":
+                raise NotSupported(f"'{ref_param}' is not a reference parameter of {resource_type}",
+                                   expression=[name])
+            targets = [target] if target else list(ref.targets)
+            if not targets or not all(t in resource_types() for t in targets):
+                raise NotSupported(f"cannot chain through '{head}'", expression=[name])
+            if not any(base in params_for(t) or base in ("_id", "_lastUpdated") for t in targets):
+                raise NotSupported(f"'{base}' is not a search parameter of {', '.join(targets)}",
+                                   expression=[name])
+        elif base not in known and base not in ("_id", "_lastUpdated"):
+            raise NotSupported(f"'{base}' is not a supported search parameter of {resource_type}",
+                               expression=[name])
+        else:
+            ptype = "token" if base == "_id" else "date" if base == "_lastUpdated" else known[base].type
+            allowed = _MODIFIERS[ptype]
+            if modifier not in allowed and not (ptype == "reference" and modifier in resource_types()):
+                raise NotSupported(f"the modifier ':{modifier}' is not supported on '{base}'",
+                                   expression=[name])
+        req.clauses.append(Clause(base, modifier, _split_values(value), chain))
+    return req
+
+
+def _split_values(value: str) -> list[str]:
+    parts = re.split(r"(?<!\\),", value)
+    return [p.replace("\\,", ",").replace("\\|", "\x00") for p in parts]
+
+
+def _result_param(req: SearchRequest, name: str, value: str, max_count: int) -> None:
+    if name == "_count":
+        req.count = min(_int(name, value), max_count)
+    elif name == "_offset":
+        req.offset = _int(name, value)
+    elif name == "_snapshot":
+        req.snapshot = _int(name, value)
+    elif name == "_sort":
+        for key in value.split(","):
+            key = key.strip()
+            desc = key.startswith("-")
+            key = key.lstrip("-")
+            if key not in ("_id", "_lastUpdated") and key not in params_for(req.resource_type):
+                raise NotSupported(f"cannot sort by '{key}'", expression=["_sort"])
+            req.sort.append((key, desc))
+    elif name == "_summary":
+        if value == "true":
+            raise NotSupported("_summary=true is not supported; use _elements", expression=["_summary"])
+        if value not in ("false", "text", "data", "count"):
+            raise Invalid(f"_summary must be true, false, text, data or count, not '{value}'",
+                          expression=["_summary"])
+        req.summary = None if value == "false" else value
+    elif name == "_elements":
+        req.elements = [e.strip() for e in value.split(",") if e.strip()]
+    elif name == "_total":
+        if value not in ("none", "estimate", "accurate"):
+            raise Invalid("_total must be none, estimate or accurate", expression=["_total"])
+        req.total = value
+    elif name in ("_contained", "_containedType"):
+        raise NotSupported(f"{name} is not supported", expression=[name])
+
+
+def _include_param(req: SearchRequest, name: str, value: str) -> None:
+    kind, _, mod = name.partition(":")
+    if kind not in ("_include", "_revinclude") or mod not in ("", "iterate", "recurse"):
+        raise NotSupported(f"'{name}' is not supported", expression=[name])
+    reverse = kind == "_revinclude"
+    if value == "*":
+        req.includes.append(Include(req.resource_type, "*", None, bool(mod), reverse))
+        return
+    parts = value.split(":")
+    if len(parts) not in (2, 3):
+        raise Invalid(f"{name} must be Type:parameter[:target], not '{value}'", expression=[name])
+    source, param = parts[0], parts[1]
+    target = parts[2] if len(parts) == 3 else None
+    if source not in resource_types() or (target is not None and target not in resource_types()):
+        raise Invalid(f"unknown resource type in {name}={value}", expression=[name])
+    p = params_for(source).get(param)
+    if p is None or p.type != "reference":
+        raise Invalid(f"'{param}' is not a reference parameter of {source}", expression=[name])
+    req.includes.append(Include(source, param, target, bool(mod), reverse))
+
+
+# --------------------------------------------------------------------------------------------
+# SQL compilation
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _prefixed(value: str) -> tuple[str, str]:
+    if len(value) > 2 and value[:2] in PREFIXES and (value[2].isdigit() or value[2] in "-+."):
+        return value[:2], value[2:]
+    return "eq", value
+
+
+def _date_cond(low: Any, high: Any, value: str, name: str) -> ColumnElement[bool]:
+    prefix, text = _prefixed(value)
+    rng = date_range(text)
+    if rng is None:
+        raise Invalid(f"'{text}' is not a valid date for {name}", expression=[name])
+    ps, pe = rng
+    if prefix == "eq":
+        return and_(low >= ps, high <= pe)
+    if prefix == "ne":
+        return not_(and_(low >= ps, high <= pe))
+    if prefix == "gt":
+        return high > pe
+    if prefix == "lt":
+        return low < ps
+    if prefix == "ge":
+        return high >= ps
+    if prefix == "le":
+        return low <= pe
+    if prefix == "sa":
+        return low > pe
+    if prefix == "eb":
+        return high < ps
+    width = max((pe - ps) // 10, 86_400_000_000)  # ap: within 10% of the range, at least a day
+    return and_(low <= pe + width, high >= ps - width)
+
+
+def _number_cond(col: Any, value: str, name: str) -> ColumnElement[bool]:
+    prefix, text = _prefixed(value)
+    rng = number_range(text)
+    if rng is None:
+        raise Invalid(f"'{text}' is not a valid number for {name}", expression=[name])
+    v, lo, hi = rng
+    return {
+        "eq": lambda: and_(col >= lo, col < hi),
+        "ne": lambda: or_(col < lo, col >= hi),
+        "gt": lambda: col > v,
+        "lt": lambda: col < v,
+        "ge": lambda: col >= v,
+        "le": lambda: col <= v,
+        "sa": lambda: col > v,
+        "eb": lambda: col < v,
+        "ap": lambda: col.between(v - abs(v) * 0.1, v + abs(v) * 0.1),
+    }[prefix]()
+
+
+def _token_parts(value: str) -> tuple[str | None, str | None, bool]:
+    """(system, code, system given) from ``code``, ``|code``, ``system|code``, ``system|``."""
+    if "|" not in value:
+        return None, value.replace("\x00", "|"), False
+    system, _, code = value.partition("|")
+    return (system or None), (code.replace("\x00", "|") or None), True
+
+
+class Compiler:
+    def __init__(self, base_url: str = "") -> None:
+        self.base_url = base_url.rstrip("/")
+
+    def value_cond(self, p: SearchParam | str, modifier: str, value: str, t: Any,
+                   name: str) -> ColumnElement[bool]:
+        ptype = p if isinstance(p, str) else p.type
+        if ptype == "string":
+            if modifier == "exact":
+                return t.c.exact == value  # type: ignore[no-any-return]
+            norm = _like_escape(normalise(value))
+            pattern = f"%{norm}%" if modifier == "contains" else f"{norm}%"
+            return t.c.value.like(pattern, escape="\\")  # type: ignore[no-any-return]
+        if ptype == "token":
+            if modifier == "text":
+                return t.c.text.like(f"{_like_escape(normalise(value))}%", escape="\\")  # type: ignore[no-any-return]
+            if modifier == "of-type":
+                parts = value.split("|")
+                if len(parts) != 3:
+                    raise Invalid(f"{name} needs system|code|value", expression=[name])
+                return and_(t.c.type_system == parts[0], t.c.type_code == parts[1], t.c.code == parts[2])
+            system, code, has_system = _token_parts(value)
+            conds = []
+            if code is not None:
+                conds.append(t.c.code == code)
+            if has_system:
+                conds.append(t.c.system == system if system else t.c.system.is_(None))
+            if not conds:
+                raise Invalid(f"empty token value for {name}", expression=[name])
+            return and_(*conds)
+        if ptype == "date":
+            return _date_cond(t.c.low, t.c.high, value, name)
+        if ptype == "number":
+            return _number_cond(t.c.value, value, name)
+        if ptype == "quantity":
+            number, _, rest = value.partition("|")
+            conds = [_number_cond(t.c.value, number, name)]
+            if rest:
+                system, _, code = rest.partition("|")
+                if system:
+                    conds.append(t.c.system == system)
+                if code:
+                    conds.append(t.c.code == code if system else or_(t.c.code == code, t.c.unit == code))
+            return and_(*conds)
+        if ptype == "reference":
+            return self._reference_cond(p, modifier, value, t, name)
+        if ptype == "uri":
+            if modifier == "below":
+                return t.c.value.like(f"{_like_escape(value)}%", escape="\\")  # type: ignore[no-any-return]
+            if modifier == "above":
+                return literal(value).like(t.c.value + "%")
+            return t.c.value == value  # type: ignore[no-any-return]
+        raise NotSupported(f"search on {ptype} parameters is not supported", expression=[name])
+
+    def _reference_cond(self, p: SearchParam | str, modifier: str, value: str, t: Any,
+                        name: str) -> ColumnElement[bool]:
+        if modifier == "identifier":
+            system, code, has_system = _token_parts(value)
+            conds = [t.c.id_value == code] if code else []
+            if has_system and system:
+                conds.append(t.c.id_system == system)
+            return and_(*conds) if conds else false()
+        target = modifier or None
+        if self.base_url and value.startswith(self.base_url + "/"):
+            value = value[len(self.base_url) + 1:]
+        if "://" in value or value.startswith("urn:"):
+            url = value.partition("|")[0]
+            return t.c.url == url  # type: ignore[no-any-return]
+        parts = value.split("/")
+        if "_history" in parts:
+            parts = parts[: parts.index("_history")]
+        if len(parts) >= 2:
+            rtype, rid = parts[-2], parts[-1]
+            if target and rtype != target:
+                return false()
+            return and_(t.c.target_type == rtype, t.c.target_id == rid)
+        conds = [t.c.target_id == value]
+        if target:
+            conds.append(t.c.target_type == target)
+        elif isinstance(p, SearchParam) and len(p.targets) == 1:
+            conds.append(t.c.target_type == p.targets[0])
+        return and_(*conds)
+
+    def clause(self, rtype: str, c: Clause, res_type_col: Any, res_id_col: Any) -> ColumnElement[bool]:
+        name = c.param + (f":{c.modifier}" if c.modifier else "")
+        if c.chain:
+            return self._chain(rtype, c, res_type_col, res_id_col)
+        if c.param == "_id":
+            cond = res_id_col.in_(c.values)
+            return not_(cond) if c.modifier == "not" else cond  # type: ignore[no-any-return]
+        if c.param == "_lastUpdated":
+            lu = resources.c.last_updated
+            return or_(*(_date_cond(lu, lu, v, name) for v in c.values))
+        p = params_for(rtype)[c.param]
+        table = INDEX_TABLES[p.type]
+        base = [table.c.res_type == res_type_col, table.c.res_id == res_id_col, table.c.param == p.code]
+        if c.modifier == "missing":
+            if len(c.values) != 1 or c.values[0] not in ("true", "false"):
+                raise Invalid(f"{name} takes true or false", expression=[name])
+            present = exists().where(*base)
+            return not_(present) if c.values[0] == "true" else present
+        if c.modifier == "not":
+            return not_(exists().where(*base, or_(
+                *(self.value_cond(p, "", v, table, name) for v in c.values))))
+        return exists().where(*base, or_(*(self.value_cond(p, c.modifier, v, table, name)
+                                           for v in c.values)))
+
+    def _chain(self, rtype: str, c: Clause, res_type_col: Any, res_id_col: Any) -> ColumnElement[bool]:
+        ref_param, target = c.chain[0]
+        ref = params_for(rtype)[ref_param]
+        targets = [target] if target else list(ref.targets)
+        r = idx_reference.alias("chain_ref")
+        inner_conds = []
+        for tt in targets:
+            params = params_for(tt)
+            if c.param not in params and c.param not in ("_id", "_lastUpdated"):
+                continue
+            inner = Clause(c.param, c.modifier, c.values)
+            target_res = resources.alias("chain_target")
+            cond = self.clause(tt, inner, r.c.target_type, r.c.target_id)
+            if c.param == "_lastUpdated":
+                cond = exists().where(target_res.c.res_type == r.c.target_type,
+                                      target_res.c.res_id == r.c.target_id,
+                                      or_(*(_date_cond(target_res.c.last_updated,
+                                                       target_res.c.last_updated, v, c.param)
+                                            for v in c.values)))
+            inner_conds.append(and_(r.c.target_type == tt, cond))
+        return exists().where(r.c.res_type == res_type_col, r.c.res_id == res_id_col,
+                              r.c.param == ref_param, or_(*inner_conds))
+
+    def sort_key(self, rtype: str, key: str, desc: bool) -> Any:
+        if key == "_id":
+            return resources.c.res_id
+        if key == "_lastUpdated":
+            return resources.c.last_updated
+        p = params_for(rtype)[key]
+        table = INDEX_TABLES[p.type]
+        col = {"string": "value", "token": "code", "date": "high" if desc else "low", "number": "value",
+               "quantity": "value", "reference": "target_id", "uri": "value"}[p.type]
+        agg = func.max if desc else func.min
+        return (select(agg(table.c[col]))
+                .where(table.c.res_type == resources.c.res_type, table.c.res_id == resources.c.res_id,
+                       table.c.param == p.code)
+                .scalar_subquery())
+
+    def where(self, req: SearchRequest) -> list[ColumnElement[bool]]:
+        r = resources.c
+        conds = [r.res_type == req.resource_type, r.deleted.is_(False)]
+        if req.snapshot is not None:
+            conds.append(r.created_at <= req.snapshot)
+        for c in req.clauses:
+            conds.append(self.clause(req.resource_type, c, r.res_type, r.res_id))
+        return conds
+
+    def page(self, req: SearchRequest, visible: list[ColumnElement[bool]]) -> Select[Any]:
+        r = resources.c
+        stmt = select(r.res_id, r.version, r.last_updated, r.content).where(*self.where(req), *visible)
+        order = []
+        for key, desc in req.sort:
+            expr = self.sort_key(req.resource_type, key, desc)
+            order.append(expr.desc().nulls_last() if desc else expr.asc().nulls_last())
+        if not req.sort:
+            order.append(r.created_at.asc())
+        order.append(r.res_id.asc())
+        return stmt.order_by(*order).limit(req.count + 1).offset(req.offset)
+
+    def count(self, req: SearchRequest, visible: list[ColumnElement[bool]]) -> Select[Any]:
+        return select(func.count()).select_from(resources).where(*self.where(req), *visible)

@@ -1,0 +1,248 @@
+"""Search parameters: the R4 definitions, compiled into fast value extractors.
+
+The definitions (``definitions/search_parameters.json``) come from the spec's own
+SearchParameter resources. Their FHIRPath expressions use a small subset of the language
+(paths, ``|``, ``as``/``ofType``, ``where(resolve() is T)``, ``where(field='value')``,
+``extension('url')``); that subset is compiled here into plain Python closures, which cost a few
+microseconds per resource. Anything else falls back to fhirpathpy.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+DEFINITIONS = Path(__file__).parent / "definitions"
+
+Extractor = Callable[[dict[str, Any]], list[Any]]
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    resource_type: str
+    code: str
+    type: str  # string | token | date | reference | number | quantity | uri
+    expression: str
+    targets: tuple[str, ...] = ()
+    extract: Extractor = field(compare=False, repr=False, default=lambda _r: [])
+
+
+@cache
+def resource_types() -> frozenset[str]:
+    return frozenset(json.loads((DEFINITIONS / "resource_types.json").read_text()))
+
+
+@cache
+def _raw_definitions() -> dict[str, dict[str, dict[str, Any]]]:
+    data: dict[str, dict[str, dict[str, Any]]] = json.loads(
+        (DEFINITIONS / "search_parameters.json").read_text())
+    return data
+
+
+@cache
+def params_for(resource_type: str) -> dict[str, SearchParam]:
+    """Every indexed search parameter of a resource type, by code (``_id``/``_lastUpdated``
+    are answered from the resource table and are not in this map)."""
+    out = {}
+    for code, d in _raw_definitions().get(resource_type, {}).items():
+        if code in ("_id", "_lastUpdated"):
+            continue
+        out[code] = SearchParam(resource_type, code, d["type"], d["expression"],
+                                tuple(d.get("target", ())), compile_expression(d["expression"]))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Expression compiler
+
+_AS = re.compile(r"^\((.+) as (\w+)\)$")
+_WHERE_RESOLVE = re.compile(r"^where\(resolve\(\) is (\w+)\)$")
+_WHERE_EQ = re.compile(r"^where\((\w+) ?= ?'([^']*)'\)$")
+_AS_FN = re.compile(r"^(?:as|ofType)\((\w+)\)$")
+_EXTENSION = re.compile(r"^extension\('([^']+)'\)$")
+_NAME = re.compile(r"^[a-zA-Z]\w*$")
+
+
+def _split(expr: str, sep: str) -> list[str]:
+    parts, depth, quoted, cur = [], 0, False, []
+    for ch in expr:
+        if ch == "'":
+            quoted = not quoted
+        elif not quoted and ch == "(":
+            depth += 1
+        elif not quoted and ch == ")":
+            depth -= 1
+        if ch == sep and depth == 0 and not quoted:
+            parts.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur).strip())
+    return parts
+
+
+def compile_expression(expr: str) -> Extractor:
+    parts = _split(expr, "|")
+    try:
+        compiled = [_compile_path(p) for p in parts]
+    except ValueError:
+        return _fhirpath_fallback(expr)
+
+    def run(resource: dict[str, Any]) -> list[Any]:
+        out: list[Any] = []
+        for fn in compiled:
+            out.extend(fn(resource))
+        return out
+
+    return run
+
+
+def _fhirpath_fallback(expr: str) -> Extractor:
+    import fhirpathpy
+
+    fn = fhirpathpy.compile(expr)
+
+    def run(resource: dict[str, Any]) -> list[Any]:
+        try:
+            return list(fn(resource))
+        except Exception:
+            return []
+
+    return run
+
+
+Step = Callable[[list[Any]], list[Any]]
+
+
+def _compile_path(path: str) -> Callable[[dict[str, Any]], list[Any]]:
+    as_type = None
+    m = _AS.match(path)
+    if m:
+        path, as_type = m.group(1), m.group(2)
+    steps = _split(path, ".")
+    if not steps or not _NAME.match(steps[0]):
+        raise ValueError(path)
+    root_type = steps[0]
+    ops: list[Step] = []
+    rest = steps[1:]
+    i = 0
+    while i < len(rest):
+        step = rest[i]
+        nxt = rest[i + 1] if i + 1 < len(rest) else None
+        if _NAME.match(step):
+            m_as = _AS_FN.match(nxt) if nxt else None
+            if m_as:
+                ops.append(_choice(step, m_as.group(1)))
+                i += 2
+                continue
+            if as_type is not None and i == len(rest) - 1:
+                ops.append(_choice(step, as_type))
+            else:
+                ops.append(_child(step))
+        elif m := _WHERE_RESOLVE.match(step):
+            ops.append(_resolves_to(m.group(1)))
+        elif m := _WHERE_EQ.match(step):
+            ops.append(_field_equals(m.group(1), m.group(2)))
+        elif m := _EXTENSION.match(step):
+            ops.append(_extension(m.group(1)))
+        else:
+            raise ValueError(step)
+        i += 1
+
+    def run(resource: dict[str, Any]) -> list[Any]:
+        if resource.get("resourceType") != root_type:
+            return []
+        values: list[Any] = [resource]
+        for op in ops:
+            values = op(values)
+            if not values:
+                break
+        return values
+
+    return run
+
+
+def _flatten(value: Any, out: list[Any]) -> None:
+    if isinstance(value, list):
+        out.extend(v for v in value if v is not None)
+    elif value is not None:
+        out.append(value)
+
+
+def _child(name: str) -> Step:
+    def step(values: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for v in values:
+            if not isinstance(v, dict):
+                continue
+            if name in v:
+                _flatten(v[name], out)
+            else:  # a choice element named without its type: value -> valueQuantity, ...
+                for key, item in v.items():
+                    if key.startswith(name) and len(key) > len(name) and key[len(name)].isupper():
+                        _flatten(item, out)
+        return out
+
+    return step
+
+
+def _choice(name: str, type_name: str) -> Step:
+    key = name + type_name[0].upper() + type_name[1:]
+
+    def step(values: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for v in values:
+            if isinstance(v, dict) and key in v:
+                _flatten(v[key], out)
+        return out
+
+    return step
+
+
+def _resolves_to(type_name: str) -> Step:
+    prefix = type_name + "/"
+    marker = "/" + type_name + "/"
+
+    def step(values: list[Any]) -> list[Any]:
+        out = []
+        for v in values:
+            ref = v.get("reference") if isinstance(v, dict) else None
+            if isinstance(ref, str) and (ref.startswith(prefix) or marker in ref):
+                out.append(v)
+        return out
+
+    return step
+
+
+def _field_equals(name: str, expected: str) -> Step:
+    def step(values: list[Any]) -> list[Any]:
+        return [v for v in values if isinstance(v, dict) and v.get(name) == expected]
+
+    return step
+
+
+def _extension(url: str) -> Step:
+    def step(values: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for v in values:
+            if isinstance(v, dict):
+                out.extend(e for e in v.get("extension", ()) if isinstance(e, dict) and e.get("url") == url)
+        return out
+
+    return step
+
+
+def extension_values(values: Iterable[Any]) -> list[Any]:
+    """An Extension found by ``extension('url')`` indexes its ``value[x]``."""
+    out: list[Any] = []
+    for v in values:
+        if isinstance(v, dict) and "url" in v and any(k.startswith("value") for k in v):
+            out.extend(item for k, item in v.items() if k.startswith("value"))
+        else:
+            out.append(v)
+    return out

@@ -1,0 +1,309 @@
+"""The resource store: versioned FHIR resources and their search index, over one connection.
+
+A :class:`Repository` is bound to a connection (the unit of work of one request or one Bundle)
+and to the caller's :class:`Principal`. Every read goes through :meth:`Repository._visible`, where
+the policy's predicates attach; every change is checked by the policy and recorded by the audit
+sink in the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, and_, delete, insert, select, update
+
+from carnet.audit import AuditRecord, AuditSink, NoAudit
+from carnet.auth.principal import Principal
+from carnet.db.tables import INDEX_TABLES, resource_versions, resources
+from carnet.errors import Conflict, Gone, Invalid, NotFound, PreconditionFailed, Unprocessable
+from carnet.fhir import jsonio
+from carnet.fhir.indexer import index_rows, patient_of
+from carnet.fhir.searchparams import params_for, resource_types
+from carnet.fhir.values import instant_text, now_us
+from carnet.policy import OpenPolicy, Policy
+
+Validator = Callable[[dict[str, Any]], list[Any]]
+
+
+@dataclass(frozen=True)
+class Stored:
+    resource_type: str
+    id: str
+    version: int
+    last_updated: int
+    deleted: bool
+    content: bytes | None
+    method: str | None = None
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+    def resource(self) -> dict[str, Any]:
+        assert self.content is not None
+        parsed: dict[str, Any] = jsonio.loads(self.content)
+        return parsed
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def check_type(resource_type: str) -> None:
+    if resource_type not in resource_types():
+        raise NotFound(f"unknown resource type '{resource_type}'")
+
+
+class Repository:
+    def __init__(self, conn: Connection, principal: Principal, *, policy: Policy | None = None,
+                 audit: AuditSink | None = None, validator: Validator | None = None) -> None:
+        self.conn = conn
+        self.principal = principal
+        self.policy = policy or OpenPolicy()
+        self.audit = audit or NoAudit()
+        self.validator = validator
+
+    # -- the one place where read predicates attach --------------------------------------------
+    def visible(self, resource_type: str | None, table: Any = resources) -> list[ColumnElement[bool]]:
+        extra = self.policy.read_filter(self.principal, resource_type, table)
+        return [extra] if extra is not None else []
+
+    def _record(self, interaction: str, resource_type: str | None, ids: tuple[str, ...] = (),
+                outcome: int = 0, query: str | None = None) -> None:
+        self.audit.record(self.conn, self.principal,
+                          AuditRecord(interaction, outcome, resource_type, ids, query))
+
+    # -- reads --------------------------------------------------------------------------------
+    def _current(self, resource_type: str, rid: str) -> Stored | None:
+        t = resources.c
+        row = self.conn.execute(
+            select(t.version, t.last_updated, t.deleted, t.content)
+            .where(t.res_type == resource_type, t.res_id == rid, *self.visible(resource_type))
+        ).first()
+        if row is None:
+            return None
+        return Stored(resource_type, rid, row.version, row.last_updated, row.deleted, row.content)
+
+    def read(self, resource_type: str, rid: str) -> Stored:
+        check_type(resource_type)
+        cur = self._current(resource_type, rid)
+        if cur is None:
+            raise NotFound(f"{resource_type}/{rid} is not known")
+        if cur.deleted:
+            raise Gone(f"{resource_type}/{rid} was deleted")
+        self._record("read", resource_type, (rid,))
+        return cur
+
+    def vread(self, resource_type: str, rid: str, version: int) -> Stored:
+        check_type(resource_type)
+        t = resource_versions.c
+        row = self.conn.execute(
+            select(t.version, t.last_updated, t.content)
+            .where(t.res_type == resource_type, t.res_id == rid, t.version == version,
+                   *self.visible(resource_type, resource_versions))
+        ).first()
+        if row is None:
+            raise NotFound(f"{resource_type}/{rid}/_history/{version} is not known")
+        if row.content is None:
+            raise Gone(f"{resource_type}/{rid} version {version} is a deletion")
+        self._record("vread", resource_type, (rid,))
+        return Stored(resource_type, rid, row.version, row.last_updated, False, row.content)
+
+    def read_many(self, keys: list[tuple[str, str]]) -> list[Stored]:
+        """Current, non-deleted, visible resources for (type, id) pairs, in the order given."""
+        if not keys:
+            return []
+        t = resources.c
+        found: dict[tuple[str, str], Stored] = {}
+        by_type: dict[str, list[str]] = {}
+        for rtype, rid in keys:
+            by_type.setdefault(rtype, []).append(rid)
+        for rtype, ids in by_type.items():
+            for chunk in range(0, len(ids), 500):
+                rows = self.conn.execute(
+                    select(t.res_id, t.version, t.last_updated, t.content)
+                    .where(t.res_type == rtype, t.res_id.in_(ids[chunk:chunk + 500]),
+                           t.deleted.is_(False), *self.visible(rtype))
+                )
+                for r in rows:
+                    found[(rtype, r.res_id)] = Stored(rtype, r.res_id, r.version, r.last_updated,
+                                                      False, r.content)
+        return [found[k] for k in dict.fromkeys(keys) if k in found]
+
+    # -- writes -------------------------------------------------------------------------------
+    def prepare(self, resource: Any, resource_type: str | None = None) -> dict[str, Any]:
+        """Check a resource body: a JSON object of a known type that passes validation."""
+        if not isinstance(resource, dict):
+            raise Invalid("the body must be a JSON object holding a FHIR resource")
+        rtype = resource.get("resourceType")
+        if not isinstance(rtype, str):
+            raise Invalid("the resource has no resourceType", expression=["resourceType"])
+        if resource_type is not None and rtype != resource_type:
+            raise Invalid(f"the body is a {rtype}, the URL names {resource_type}",
+                          expression=["resourceType"])
+        if rtype not in resource_types():
+            raise Unprocessable(f"'{rtype}' is not a FHIR R4 resource type", expression=["resourceType"])
+        if self.validator is not None:
+            issues = self.validator(resource)
+            if any(i.severity in ("error", "fatal") for i in issues):
+                raise Unprocessable(f"the {rtype} is not valid", issues=issues)
+        return resource
+
+    def _stamp(self, resource: dict[str, Any], rid: str, version: int, when: int) -> bytes:
+        resource["id"] = rid
+        meta = dict(resource.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = instant_text(when)
+        resource["meta"] = meta
+        return jsonio.dumps(resource)
+
+    def _write_index(self, resource: dict[str, Any], replace: bool) -> str | None:
+        rtype, rid = resource["resourceType"], resource["id"]
+        if replace:
+            self._clear_index(rtype, rid)
+        rows = index_rows(resource)
+        for kind, batch in rows.items():
+            if batch:
+                self.conn.execute(insert(INDEX_TABLES[kind]), batch)
+        return patient_of(resource, rows)
+
+    def _clear_index(self, rtype: str, rid: str) -> None:
+        kinds = {p.type for p in params_for(rtype).values()}
+        for kind in kinds:
+            table = INDEX_TABLES[kind]
+            self.conn.execute(delete(table).where(table.c.res_type == rtype, table.c.res_id == rid))
+
+    def create(self, resource: dict[str, Any], *, rid: str | None = None) -> Stored:
+        resource = self.prepare(resource)
+        rtype = resource["resourceType"]
+        self.policy.check_write(self.principal, "create", rtype)
+        rid = rid or new_id()
+        when = now_us()
+        content = self._stamp(resource, rid, 1, when)
+        patient = self._write_index(resource, replace=False)
+        self.conn.execute(insert(resources).values(
+            res_type=rtype, res_id=rid, version=1, last_updated=when, created_at=when, deleted=False,
+            patient_id=patient, content=content))
+        self.conn.execute(insert(resource_versions).values(
+            res_type=rtype, res_id=rid, version=1, last_updated=when, method="POST",
+            patient_id=patient, content=content))
+        self._record("create", rtype, (rid,))
+        return Stored(rtype, rid, 1, when, False, content)
+
+    def update(self, resource_type: str, rid: str, resource: Any, *, if_match: int | None = None,
+               method: str = "PUT") -> tuple[Stored, bool]:
+        """Replace a resource (or create it with the client's id). Returns (stored, created)."""
+        check_type(resource_type)
+        resource = self.prepare(resource, resource_type)
+        body_id = resource.get("id")
+        if body_id is None:
+            raise Invalid("the resource in an update must carry its id", expression=[f"{resource_type}.id"])
+        if body_id != rid:
+            raise Invalid(f"the body's id '{body_id}' differs from the id '{rid}' in the URL",
+                          expression=[f"{resource_type}.id"])
+        t = resources.c
+        cur = self.conn.execute(
+            select(t.version, t.deleted, t.created_at)
+            .where(t.res_type == resource_type, t.res_id == rid, *self.visible(resource_type))
+        ).first()
+        if if_match is not None and (cur is None or cur.version != if_match):
+            raise PreconditionFailed(
+                f"If-Match names version {if_match}, the current version is "
+                f"{cur.version if cur else 'none'}")
+        interaction = "create" if cur is None else "update"
+        self.policy.check_write(self.principal, interaction, resource_type)
+        when = now_us()
+        version = 1 if cur is None else cur.version + 1
+        content = self._stamp(resource, rid, version, when)
+        patient = self._write_index(resource, replace=cur is not None)
+        if cur is None:
+            self._insert_new(resource_type, rid, when, patient, content)
+        else:
+            changed = self.conn.execute(
+                update(resources)
+                .where(t.res_type == resource_type, t.res_id == rid, t.version == cur.version)
+                .values(version=version, last_updated=when, deleted=False, patient_id=patient,
+                        content=content)
+            ).rowcount
+            if changed != 1:
+                raise Conflict(f"{resource_type}/{rid} was changed concurrently; retry")
+        self.conn.execute(insert(resource_versions).values(
+            res_type=resource_type, res_id=rid, version=version, last_updated=when, method=method,
+            patient_id=patient, content=content))
+        self._record(interaction, resource_type, (rid,))
+        return Stored(resource_type, rid, version, when, False, content), cur is None
+
+    def _insert_new(self, rtype: str, rid: str, when: int, patient: str | None, content: bytes) -> None:
+        exists = self.conn.execute(
+            select(resources.c.version).where(resources.c.res_type == rtype, resources.c.res_id == rid)
+        ).first()
+        if exists is not None:  # present but hidden from this caller: refuse without saying more
+            raise Conflict(f"{rtype}/{rid} cannot be written by this caller")
+        self.conn.execute(insert(resources).values(
+            res_type=rtype, res_id=rid, version=1, last_updated=when, created_at=when, deleted=False,
+            patient_id=patient, content=content))
+
+    def delete(self, resource_type: str, rid: str, *, if_match: int | None = None) -> Stored | None:
+        """Logical delete: a new version marks the resource deleted; history keeps the rest.
+        Deleting an absent or already-deleted resource succeeds and changes nothing."""
+        check_type(resource_type)
+        t = resources.c
+        cur = self.conn.execute(
+            select(t.version, t.deleted, t.patient_id)
+            .where(t.res_type == resource_type, t.res_id == rid, *self.visible(resource_type))
+        ).first()
+        if if_match is not None and (cur is None or cur.version != if_match):
+            raise PreconditionFailed(f"If-Match names version {if_match}, which is not current")
+        if cur is None or cur.deleted:
+            return None
+        self.policy.check_write(self.principal, "delete", resource_type)
+        when = now_us()
+        version = cur.version + 1
+        self._clear_index(resource_type, rid)
+        self.conn.execute(
+            update(resources).where(t.res_type == resource_type, t.res_id == rid)
+            .values(version=version, last_updated=when, deleted=True, content=None))
+        self.conn.execute(insert(resource_versions).values(
+            res_type=resource_type, res_id=rid, version=version, last_updated=when, method="DELETE",
+            patient_id=cur.patient_id, content=None))
+        self._record("delete", resource_type, (rid,))
+        return Stored(resource_type, rid, version, when, True, None)
+
+    # -- history ------------------------------------------------------------------------------
+    def history(self, resource_type: str | None, rid: str | None, *, since: int | None = None,
+                at: int | None = None, count: int = 20, offset: int = 0,
+                snapshot: int | None = None) -> tuple[list[Stored], int]:
+        if resource_type is not None:
+            check_type(resource_type)
+        t = resource_versions.c
+        where: list[ColumnElement[bool]] = [*self.visible(resource_type, resource_versions)]
+        if resource_type is not None:
+            where.append(t.res_type == resource_type)
+        if rid is not None:
+            where.append(t.res_id == rid)
+        if since is not None:
+            where.append(t.last_updated >= since)
+        if at is not None:
+            where.append(t.last_updated <= at)
+        if snapshot is not None:
+            where.append(t.last_updated <= snapshot)
+        cond = and_(*where) if where else None
+        stmt = select(t.res_type, t.res_id, t.version, t.last_updated, t.method, t.content)
+        if cond is not None:
+            stmt = stmt.where(cond)
+        rows = self.conn.execute(
+            stmt.order_by(t.last_updated.desc(), t.seq.desc()).limit(count + 1).offset(offset)).all()
+        if rid is not None and not rows and offset == 0:
+            exists = self.conn.execute(
+                select(resources.c.version).where(resources.c.res_type == resource_type,
+                                                  resources.c.res_id == rid,
+                                                  *self.visible(resource_type))).first()
+            if exists is None:
+                raise NotFound(f"{resource_type}/{rid} is not known")
+        self._record("history", resource_type, (rid,) if rid else ())
+        out = [Stored(r.res_type, r.res_id, r.version, r.last_updated, r.method == "DELETE", r.content,
+                      r.method) for r in rows[:count]]
+        return out, len(rows)

@@ -1,0 +1,51 @@
+"""Access policy. The FHIR store asks its Policy for SQL predicates that every read query of a
+request carries (search, read, history, includes, counts) and for a decision before each write.
+
+Until consent-driven access control lands, :class:`OpenPolicy` is the development policy: it
+admits every principal that holds a scope for the resource type and action.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from sqlalchemy import ColumnElement, Table
+
+from carnet.auth.principal import Principal
+from carnet.errors import Forbidden
+
+
+class Policy(Protocol):
+    def read_filter(self, principal: Principal, resource_type: str | None,
+                    table: Table) -> ColumnElement[bool] | None:
+        """A predicate on ``table`` (resources or resource_versions) restricting what the principal
+        may see; None when nothing is hidden."""
+
+    def check_write(self, principal: Principal, interaction: str, resource_type: str) -> None:
+        """Raise Forbidden when the principal may not perform ``interaction`` on the type."""
+
+
+def scope_allows(principal: Principal, resource_type: str, letter: str) -> bool:
+    """SMART v2 scope check: ``<context>/<Type|*>.<cruds>`` (v1 ``read``/``write``/``*`` too)."""
+    for scope in principal.scopes:
+        _, _, rest = scope.partition("/")
+        rtype, _, perms = rest.partition(".")
+        if rtype not in (resource_type, "*"):
+            continue
+        if perms == "*" or letter in perms or (perms == "read" and letter in "rs") or (
+                perms == "write" and letter in "cud"):
+            return True
+    return False
+
+
+class OpenPolicy:
+    """Development policy: scopes decide, nothing is hidden by content."""
+
+    def read_filter(self, principal: Principal, resource_type: str | None,
+                    table: Table) -> ColumnElement[bool] | None:
+        return None
+
+    def check_write(self, principal: Principal, interaction: str, resource_type: str) -> None:
+        letter = {"create": "c", "update": "u", "patch": "u", "delete": "d"}.get(interaction, "u")
+        if not scope_allows(principal, resource_type, letter):
+            raise Forbidden(f"the token's scopes do not allow {interaction} on {resource_type}")
