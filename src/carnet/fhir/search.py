@@ -31,7 +31,7 @@ from carnet.fhir.searchparams import SearchParam, params_for, resource_types
 from carnet.fhir.values import date_range, normalise, number_range
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
-RESULT_PARAMS = {"_count", "_offset", "_snapshot", "_sort", "_include", "_revinclude", "_summary",
+RESULT_PARAMS = {"_count", "_offset", "_snapshot", "_sort", "_summary",
                  "_elements", "_total", "_format", "_pretty", "_contained", "_containedType"}
 _MODIFIERS = {
     "string": {"", "exact", "contains", "missing"},
