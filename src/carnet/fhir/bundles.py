@@ -67,6 +67,8 @@ def _entry_request(router: FhirRouter, entry: dict[str, Any]) -> FhirRequest:
     url = req["url"]
     if url.startswith(router.base + "/"):
         url = url[len(router.base) + 1:]
+    elif "://" in url:  # another server's URL for the same resource: keep its Type/id
+        url = _type_and_id(url) or url
     parts = urlsplit(url)
     headers = {}
     for key, name in (("ifNoneExist", "if-none-exist"), ("ifMatch", "if-match"),
@@ -81,6 +83,15 @@ def _entry_request(router: FhirRouter, entry: dict[str, Any]) -> FhirRequest:
         headers["content-type"] = "application/json-patch+json"
     return FhirRequest(req["method"], parts.path.strip("/"), parse_qsl(parts.query, keep_blank_values=True),
                        headers, body)
+
+
+def _type_and_id(url: str) -> str | None:
+    from carnet.fhir.searchparams import resource_types
+
+    segments = urlsplit(url).path.rstrip("/").split("/")
+    if len(segments) >= 2 and segments[-2] in resource_types():
+        return f"{segments[-2]}/{segments[-1]}"
+    return None
 
 
 def _response_entry(resp: FhirResponse, router: FhirRouter) -> dict[str, Any]:
@@ -150,11 +161,16 @@ def _transaction(router: FhirRouter, repo: Repository, entries: list[dict[str, A
             assigned[i] = rid
         if entry.get("fullUrl"):
             mapping[entry["fullUrl"]] = f"{rtype}/{rid}"
+            # A relative reference resolves against the base of the entry's absolute fullUrl.
+            relative = _type_and_id(entry["fullUrl"]) if "://" in entry["fullUrl"] else None
+            if relative:
+                mapping.setdefault(relative, f"{rtype}/{rid}")
     for entry in entries:
         req = entry["request"]
         url = entry.get("fullUrl")
         if req["method"] == "PUT" and url and "?" not in req["url"]:
-            mapping.setdefault(url, req["url"].split("?")[0].strip("/"))
+            target = _type_and_id(req["url"]) if "://" in req["url"] else req["url"].strip("/")
+            mapping.setdefault(url, target or req["url"])
     # 2. Rewrite references: urn:uuid and fullUrls to their ids, conditional ones by search.
     cache: dict[str, str] = {}
     for i, entry in enumerate(entries):

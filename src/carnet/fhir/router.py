@@ -293,7 +293,9 @@ class FhirRouter:
 
     def match(self, repo: Repository, rtype: str, condition: str) -> list[Stored]:
         """Resources of a type matching search criteria (for conditional interactions)."""
-        query = parse_qsl(condition.lstrip("?"), keep_blank_values=True)
+        if "?" in condition:  # "Patient?identifier=..." as well as "identifier=..."
+            condition = condition.split("?", 1)[1]
+        query = parse_qsl(condition, keep_blank_values=True)
         req = parse(rtype, query, default_count=2, max_count=2)
         req.count = 2
         rows = repo.conn.execute(self.compiler.page(req, repo.visible(rtype))).all()
