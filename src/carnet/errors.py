@@ -58,6 +58,12 @@ class Gone(CarnetError):
     code = "deleted"
 
 
+class Unauthenticated(CarnetError):
+    """No credentials, or credentials that do not check out. HTTP 401."""
+
+    code = "login"
+
+
 class Forbidden(CarnetError):
     """The caller may know the resource exists but may not do this. HTTP 403."""
 

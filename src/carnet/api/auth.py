@@ -7,11 +7,7 @@ from starlette.requests import Request
 from carnet.auth import tokens
 from carnet.auth.principal import Principal
 from carnet.config import Mode
-from carnet.errors import CarnetError
-
-
-class Unauthenticated(CarnetError):
-    code = "login"
+from carnet.errors import Unauthenticated
 
 
 def principal_from(request: Request) -> Principal:

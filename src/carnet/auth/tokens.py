@@ -14,11 +14,11 @@ import time
 import orjson
 
 from carnet.auth.principal import Kind, Principal
-from carnet.errors import CarnetError
+from carnet.errors import Unauthenticated
 
 
-class InvalidToken(CarnetError):
-    code = "login"
+class InvalidToken(Unauthenticated):
+    """The bearer token is malformed, forged or expired."""
 
 
 def _b64(data: bytes) -> str:

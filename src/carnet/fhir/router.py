@@ -32,6 +32,7 @@ from carnet.errors import (
     NotSupported,
     PreconditionFailed,
     TooLarge,
+    Unauthenticated,
     Unprocessable,
 )
 from carnet.fhir import jsonio
@@ -69,7 +70,8 @@ class FhirResponse:
 
 STATUS = {
     Invalid: 400, NotSupported: 400, Unprocessable: 422, NotFound: 404, Gone: 410,
-    Forbidden: 403, Conflict: 409, PreconditionFailed: 412, MethodNotAllowed: 405, TooLarge: 413,
+    Forbidden: 403, Unauthenticated: 401, Conflict: 409, PreconditionFailed: 412,
+    MethodNotAllowed: 405, TooLarge: 413,
 }
 
 
@@ -437,8 +439,8 @@ class FhirRouter:
             entry["response"] = {"status": "201" if method == "POST" else "204" if s.deleted else "200",
                                  "etag": s.etag, "lastModified": instant_text(s.last_updated)}
             entries.append(entry)
-        bundle = {"resourceType": "Bundle", "id": _bundle_id(), "type": "history", "link": links,
-                  "entry": entries}
+        bundle: dict[str, Any] = {"resourceType": "Bundle", "id": _bundle_id(), "type": "history",
+                                  "link": links, "entry": entries}
         if fetched <= count:
             bundle["total"] = offset + len(items)
         return FhirResponse(200, bundle)

@@ -260,13 +260,13 @@ class Compiler:
         ptype = p if isinstance(p, str) else p.type
         if ptype == "string":
             if modifier == "exact":
-                return t.c.exact == value  # type: ignore[no-any-return]
+                return t.c.exact == value
             norm = _like_escape(normalise(value))
             pattern = f"%{norm}%" if modifier == "contains" else f"{norm}%"
-            return t.c.value.like(pattern, escape="\\")  # type: ignore[no-any-return]
+            return t.c.value.like(pattern, escape="\\")
         if ptype == "token":
             if modifier == "text":
-                return t.c.text.like(f"{_like_escape(normalise(value))}%", escape="\\")  # type: ignore[no-any-return]
+                return t.c.text.like(f"{_like_escape(normalise(value))}%", escape="\\")
             if modifier == "of-type":
                 parts = value.split("|")
                 if len(parts) != 3:
@@ -299,10 +299,10 @@ class Compiler:
             return self._reference_cond(p, modifier, value, t, name)
         if ptype == "uri":
             if modifier == "below":
-                return t.c.value.like(f"{_like_escape(value)}%", escape="\\")  # type: ignore[no-any-return]
+                return t.c.value.like(f"{_like_escape(value)}%", escape="\\")
             if modifier == "above":
                 return literal(value).like(t.c.value + "%")
-            return t.c.value == value  # type: ignore[no-any-return]
+            return t.c.value == value
         raise NotSupported(f"search on {ptype} parameters is not supported", expression=[name])
 
     def _reference_cond(self, p: SearchParam | str, modifier: str, value: str, t: Any,
@@ -318,7 +318,7 @@ class Compiler:
             value = value[len(self.base_url) + 1:]
         if "://" in value or value.startswith("urn:"):
             url = value.partition("|")[0]
-            return t.c.url == url  # type: ignore[no-any-return]
+            return t.c.url == url
         parts = value.split("/")
         if "_history" in parts:
             parts = parts[: parts.index("_history")]
@@ -340,7 +340,7 @@ class Compiler:
             return self._chain(rtype, c, res_type_col, res_id_col)
         if c.param == "_id":
             cond = res_id_col.in_(c.values)
-            return not_(cond) if c.modifier == "not" else cond  # type: ignore[no-any-return]
+            return not_(cond) if c.modifier == "not" else cond
         if c.param == "_lastUpdated":
             lu = resources.c.last_updated
             return or_(*(_date_cond(lu, lu, v, name) for v in c.values))

@@ -69,7 +69,9 @@ _NAME = re.compile(r"^[a-zA-Z]\w*$")
 
 
 def _split(expr: str, sep: str) -> list[str]:
-    parts, depth, quoted, cur = [], 0, False, []
+    parts: list[str] = []
+    cur: list[str] = []
+    depth, quoted = 0, False
     for ch in expr:
         if ch == "'":
             quoted = not quoted
@@ -104,13 +106,14 @@ def compile_expression(expr: str) -> Extractor:
 
 def _fhirpath_fallback(expr: str) -> Extractor:
     import fhirpathpy
+    from fhirpathpy.models import models
 
-    fn = fhirpathpy.compile(expr)
+    fn = fhirpathpy.compile(expr, models["r4"])
 
     def run(resource: dict[str, Any]) -> list[Any]:
         try:
-            return list(fn(resource))
-        except Exception:
+            return list(fn(resource, {}))
+        except Exception:  # a parameter that cannot be evaluated on this resource indexes nothing
             return []
 
     return run
