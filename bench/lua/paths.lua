@@ -1,0 +1,25 @@
+-- GET a list of paths (one per line in the file given as argument), round robin; each thread
+-- starts at a different place in the list. Used for search latency.
+local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+dofile(dir .. "common.lua")
+
+local reqs = {}
+local i = 0
+
+function init(args)
+  for line in io.lines(args[1]) do
+    if #line > 0 then
+      reqs[#reqs + 1] = wrk.format("GET", line, {["Accept"] = "application/fhir+json"})
+    end
+  end
+  i = (tid or 0) * 7919
+end
+
+function request()
+  i = i + 1
+  return reqs[(i % #reqs) + 1]
+end
+
+function response(status, headers, body)
+  if status >= 300 then statuses[status] = (statuses[status] or 0) + 1 end
+end
