@@ -26,6 +26,8 @@ def _floats_round_trip(body: bytes) -> bool:
     for match in _FLOAT_TOKEN.finditer(body):
         token = match.group()
         if b"." not in token and b"e" not in token and b"E" not in token:
+            if len(token) > 18:  # beyond 64 bits orjson reads an integer as a float
+                return False
             continue
         try:
             if orjson.dumps(float(token)) != token:
@@ -46,6 +48,11 @@ class FhirDecimal(Decimal):
         return obj
 
 
+def _int(text: str) -> int | FhirDecimal:
+    value = int(text)
+    return value if -(2**63) <= value < 2**63 else FhirDecimal(text)
+
+
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -61,13 +68,14 @@ def loads(body: bytes | str) -> Any:
         body = body.encode()
     try:
         value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise Invalid(f"the body is not valid JSON: {exc}",
-                      issues=[Issue("fatal", "structure", f"the body is not valid JSON: {exc}")]) from None
-    if _floats_round_trip(body) and not _may_have_duplicates(body, value):
-        return value
+    except orjson.JSONDecodeError:
+        pass  # the exact parser below decides, and says where the problem is
+    else:
+        if _floats_round_trip(body) and not _may_have_duplicates(body, value):
+            return value
     try:
-        return json.loads(body, parse_float=FhirDecimal, object_pairs_hook=_reject_duplicates)
+        return json.loads(body, parse_float=FhirDecimal, parse_int=_int,
+                          object_pairs_hook=_reject_duplicates)
     except ValueError as exc:
         message = f"the body is not valid FHIR JSON: {exc}"
         raise Invalid(message, issues=[Issue("fatal", "structure", message)]) from None
