@@ -272,6 +272,7 @@ def wrk(url: str, script: Path, *, duration: float, connections: int, threads: i
     if args:
         cmd += ["--", *args]
     cpu0 = server.cpu_seconds() if server else None
+    load_before = os.getloadavg()[0]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     _, status, rusage = os.wait4(proc.pid, 0)
     out = proc.stdout.read().decode() if proc.stdout else ""
@@ -284,6 +285,8 @@ def wrk(url: str, script: Path, *, duration: float, connections: int, threads: i
     d = json.loads(line[len("WRKJSON "):])
     dur = d["duration_us"] / 1e6
     extra = {k: v for k, v in d.items() if k in ("ops", "statuses", "bytes")}
+    # the machine is shared: the 1-minute load average before and after tells whether others ran
+    extra["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     return WrkResult(
         requests=d["requests"], duration_s=round(dur, 3), rps=round(d["requests"] / dur, 1),
         p50_ms=d["p50"] / 1000, p90_ms=d["p90"] / 1000, p99_ms=d["p99"] / 1000, max_ms=d["max"] / 1000,
@@ -325,7 +328,7 @@ def machine() -> dict[str, Any]:
             return "?"
 
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "wrk": version(["wrk", "-v"]),
-            "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "loadavg_at_start": os.getloadavg(),
             "commit": version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])}
 
 

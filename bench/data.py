@@ -272,7 +272,7 @@ def lua_str(value: str) -> str:
     out = ['"']
     for b in value.encode():
         if b in (0x22, 0x5C) or b < 0x20 or b > 0x7E:
-            out.append(f"\\{b}")
+            out.append(f"\\{b:03d}")
         else:
             out.append(chr(b))
     out.append('"')
