@@ -112,11 +112,10 @@ class Server:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 r = httpx.get(self.base + self.health, timeout=2)
-                if r.status_code == 200:
-                    # every worker must be up: uvicorn answers as soon as one is
-                    if len(session_pids(self.proc.pid)) >= self.expected_processes():
-                        time.sleep(1.0)
-                        return self
+                # every worker must be up: uvicorn answers as soon as one is
+                if r.status_code == 200 and len(session_pids(self.proc.pid)) >= self.expected_processes():
+                    time.sleep(1.0)
+                    return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
@@ -145,7 +144,7 @@ class Server:
         return [p for p in session_pids(self.sid) if p != self.sid]
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None and not session_pids(self.sid):
+        if self.proc is None or (self.proc.poll() is not None and not session_pids(self.sid)):
             return
         pgid = self.proc.pid
         with contextlib.suppress(ProcessLookupError):
@@ -255,7 +254,7 @@ class WrkResult:
         return self.generator_cpu_s / self.duration_s
 
     def as_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items()}
+        d = dict(self.__dict__.items())
         d["generator_cores"] = round(self.generator_cores, 3)
         if self.server_cpu_s is not None:
             d["server_cores"] = round(self.server_cpu_s / self.duration_s, 3)
@@ -323,7 +322,8 @@ def measure_ceiling(workdir: Path, *, duration: float, connections: int, threads
 def machine() -> dict[str, Any]:
     def version(cmd: list[str]) -> str:
         try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
+            return out.strip().splitlines()[0]
         except (OSError, IndexError, subprocess.SubprocessError):
             return "?"
 

@@ -32,7 +32,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     BENCH,
     LUA,
     carnet_server,
@@ -41,12 +41,12 @@ from common import (  # noqa: E402
     measure_ceiling,
     ratio,
     save,
-    wrk,
     workdir,
+    wrk,
 )
-from data import Loader, lua_list, lua_str, observation_2k, patient_2k, q  # noqa: E402
+from data import Loader, lua_list, lua_str, observation_2k, patient_2k, q
 
-from carnet import demo  # noqa: E402
+from carnet import demo
 
 MIX = "rp,ro,cp,ro,so,rp,ro,up,co,ro,sn,rp,ro,cp,si,rp,uo,ro,co,so"
 BREAKDOWN = {"create": "cp,co", "read": "rp,ro,ro", "update": "up,uo", "search": "so,so,sn,si",
@@ -71,7 +71,8 @@ def write_lua_data(path: Path, loader: Loader, seed: int = 7) -> dict[str, int]:
         patient_bodies.append(orjson.dumps(pb).decode())
         patient_put.append(orjson.dumps({"resourceType": "Patient", "id": "@@I@@", **{
             k: v for k, v in pb.items() if k != "resourceType"}}).decode())
-        ob = observation_2k(rng, "Patient/@@P@@", rng.choice(loader.performers) if loader.performers else None)
+        performer = rng.choice(loader.performers) if loader.performers else None
+        ob = observation_2k(rng, "Patient/@@P@@", performer)
         obs_bodies.append(orjson.dumps(ob).decode())
         obs_put.append(orjson.dumps({"resourceType": "Observation", "id": "@@I@@", **{
             k: v for k, v in ob.items() if k != "resourceType"}}).decode())
@@ -113,7 +114,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2, help="wrk threads")
-    ap.add_argument("--patients", type=int, default=1000, help="patients seeded before the run (x20 resources)")
+    ap.add_argument("--patients", type=int, default=1000,
+                    help="patients seeded before the run (x20 resources)")
     ap.add_argument("--breakdown", action="store_true", help="also run each operation alone (10 s each)")
     ap.add_argument("--breakdown-duration", type=float, default=10.0)
     ap.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
@@ -144,7 +146,8 @@ def main() -> None:
         mix["target_met"] = res.rps >= TARGET_RPS and res.p99_ms < TARGET_P99_MS \
             and res.errors_status + res.errors_socket == 0
         out["mix_result"] = mix
-        log(f"CRUD mix: {res.rps:,.0f} req/s (ceiling {ceiling['rps']:,.0f}, ratio {mix['rps_ratio_to_ceiling']}), "
+        log(f"CRUD mix: {res.rps:,.0f} req/s (ceiling {ceiling['rps']:,.0f}, "
+            f"ratio {mix['rps_ratio_to_ceiling']}), "
             f"p50 {res.p50_ms:.1f} ms, p99 {res.p99_ms:.1f} ms, non-2xx {res.errors_status}, "
             f"socket errors {res.errors_socket}, statuses {res.extra.get('statuses')}, "
             f"server {mix.get('server_cores')} cores, wrk {mix['generator_cores']} cores")
@@ -188,7 +191,8 @@ def print_table(out: dict[str, Any]) -> None:
     print("|---|---|---|---|---|---|")
     print(f"| throughput | {m['rps']:,.0f} req/s | {c['rps']:,.0f} req/s | {m['rps_ratio_to_ceiling']:.3f} "
           f"| ≥ {TARGET_RPS:,} req/s | {'yes' if m['rps'] >= TARGET_RPS else 'no'} |")
-    print(f"| p50 | {m['p50_ms']:.1f} ms | {c['p50_ms']:.2f} ms | {ratio(m['p50_ms'], c['p50_ms']):.1f} | | |")
+    print(f"| p50 | {m['p50_ms']:.1f} ms | {c['p50_ms']:.2f} ms "
+          f"| {ratio(m['p50_ms'], c['p50_ms']):.1f} | | |")
     print(f"| p99 | {m['p99_ms']:.1f} ms | {c['p99_ms']:.2f} ms | {ratio(m['p99_ms'], c['p99_ms']):.1f} "
           f"| < {TARGET_P99_MS} ms | {'yes' if m['p99_ms'] < TARGET_P99_MS else 'no'} |")
     print(f"| errors (non-2xx / socket) | {m['errors_status']} / {m['errors_socket']} | | | 0 | "
@@ -197,7 +201,8 @@ def print_table(out: dict[str, Any]) -> None:
         print("\n| operation alone | req/s | p50 ms | p99 ms | non-2xx |")
         print("|---|---|---|---|---|")
         for label, r in out["breakdown"].items():
-            print(f"| {label} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors_status']} |")
+            print(f"| {label} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
+                  f"| {r['errors_status']} |")
     if "profile" in out:
         print("\nProfile (share of sampled worker CPU):")
         for row in out["profile"]["top_self"][:15]:

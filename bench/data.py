@@ -85,9 +85,9 @@ def observation_2k(rng: random.Random, subject: str, performer: str | None = Non
                                "display": "Measured (qualifier value)"}]}
     if value:
         lo, hi = value["value"] * 0.8, value["value"] * 1.2
+        unit = {"unit": value["unit"], "system": demo.UCUM, "code": value["code"]}
         o["referenceRange"] = [{
-            "low": {"value": round(lo, 1), "unit": value["unit"], "system": demo.UCUM, "code": value["code"]},
-            "high": {"value": round(hi, 1), "unit": value["unit"], "system": demo.UCUM, "code": value["code"]},
+            "low": {"value": round(lo, 1), **unit}, "high": {"value": round(hi, 1), **unit},
             "text": "Valeurs habituelles pour l'âge et le sexe"}]
     o["note"] = [{"text": "Mesure réalisée au repos, patient assis depuis cinq minutes; "
                           "appareil étalonné le mois précédent. Résultat transmis au médecin traitant."}]
@@ -249,7 +249,8 @@ def q(value: str) -> str:
 def query_paths(sample: list[PatientSample]) -> dict[str, list[str]]:
     """The four search benchmarks' queries, one per sampled patient (selective criteria)."""
     return {
-        "patient_identifier": [f"/fhir/Patient?identifier={q(demo.INS_TEST_OID + '|' + p.ins)}" for p in sample],
+        "patient_identifier": [f"/fhir/Patient?identifier={q(demo.INS_TEST_OID + '|' + p.ins)}"
+                               for p in sample],
         "patient_name_birthdate": [f"/fhir/Patient?family={q(p.family)}&given={q(p.given)}"
                                    f"&birthdate={p.birthdate}" for p in sample],
         "observation_weight_sorted": [f"/fhir/Observation?subject=Patient%2F{p.id}"

@@ -21,7 +21,8 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 # the most specific to the most general
 AREAS: list[tuple[str, str]] = [
     ("validation (carnet.fhir.validation)", "carnet/fhir/validation"),
-    ("search-index extraction (indexer, searchparams, fhirpath)", "carnet/fhir/indexer|carnet/fhir/searchparams|fhirpathpy"),
+    ("search-index extraction (indexer, searchparams, fhirpath)",
+     "carnet/fhir/indexer|carnet/fhir/searchparams|fhirpathpy"),
     ("search compilation (carnet.fhir.search)", "carnet/fhir/search.py"),
     ("JSON (jsonio, orjson)", "carnet/fhir/jsonio"),
     ("bundle processing (carnet.fhir.bundles)", "carnet/fhir/bundles"),
