@@ -29,6 +29,8 @@ ID = String(64)
 TYPE = String(64)
 PARAM = String(64)
 VALUE = String(255)
+# Normalised search strings compare byte-wise on PostgreSQL too, so prefix ranges are exact.
+SEARCH_TEXT = String(255).with_variant(String(255, collation="C"), "postgresql")
 
 resources = Table(
     "resources",
@@ -79,7 +81,7 @@ def _index_table(name: str, *columns: Column, value_cols: tuple[str, ...]) -> Ta
 
 idx_string = _index_table(
     "idx_string",
-    Column("value", VALUE, nullable=False),  # normalised: case-folded, accents removed
+    Column("value", SEARCH_TEXT, nullable=False),  # normalised: case-folded, accents removed
     Column("exact", String(1024), nullable=False),
     value_cols=("value",),
 )
@@ -87,7 +89,7 @@ idx_token = _index_table(
     "idx_token",
     Column("system", String(255), nullable=True),
     Column("code", VALUE, nullable=True),
-    Column("text", VALUE, nullable=True),  # normalised display / CodeableConcept.text, for :text
+    Column("text", SEARCH_TEXT, nullable=True),  # normalised display / CodeableConcept.text, for :text
     Column("type_system", String(255), nullable=True),  # Identifier.type, for :of-type
     Column("type_code", String(64), nullable=True),
     value_cols=("code", "system"),

@@ -19,12 +19,12 @@ from carnet.errors import Invalid, Issue
 
 # A JSON number with a fraction or an exponent (also matches inside strings: a false positive
 # only sends the body down the exact path, which is correct too).
-_FLOAT_TOKEN = re.compile(rb"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+_FLOAT_TOKEN = re.compile(rb"(?<=[:\[,])\s*(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*(?=[,\]}])")
 
 
 def _floats_round_trip(body: bytes) -> bool:
     for match in _FLOAT_TOKEN.finditer(body):
-        token = match.group()
+        token = match.group(1)
         if b"." not in token and b"e" not in token and b"E" not in token:
             if len(token) > 18:  # beyond 64 bits orjson reads an integer as a float
                 return False

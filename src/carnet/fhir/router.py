@@ -231,7 +231,7 @@ class FhirRouter:
             if found:
                 return self.resource_response(found[0], 200, self._prefer(req), location=True)
         resource.pop("id", None)
-        stored = repo.create(resource, rid=rid)
+        stored = repo.create(resource, rid=rid, prepared=True)
         return self.resource_response(stored, 201, self._prefer(req), location=True)
 
     def update(self, repo: Repository, rtype: str, rid: str, req: FhirRequest) -> FhirResponse:

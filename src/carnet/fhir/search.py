@@ -192,6 +192,12 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _prefix(col: Any, prefix: str) -> ColumnElement[bool]:
+    """Starts-with as a range, so that the (type, param, value) index serves it on both engines
+    (LIKE cannot use a binary-collated index in SQLite)."""
+    return and_(col >= prefix, col < prefix + "\U0010ffff")
+
+
 def _prefixed(value: str) -> tuple[str, str]:
     if len(value) > 2 and value[:2] in PREFIXES and (value[2].isdigit() or value[2] in "-+."):
         return value[:2], value[2:]
@@ -261,12 +267,13 @@ class Compiler:
         if ptype == "string":
             if modifier == "exact":
                 return t.c.exact == value
-            norm = _like_escape(normalise(value))
-            pattern = f"%{norm}%" if modifier == "contains" else f"{norm}%"
-            return t.c.value.like(pattern, escape="\\")
+            norm = normalise(value)
+            if modifier == "contains":
+                return t.c.value.like(f"%{_like_escape(norm)}%", escape="\\")
+            return _prefix(t.c.value, norm)
         if ptype == "token":
             if modifier == "text":
-                return t.c.text.like(f"{_like_escape(normalise(value))}%", escape="\\")
+                return _prefix(t.c.text, normalise(value))
             if modifier == "of-type":
                 parts = value.split("|")
                 if len(parts) != 3:

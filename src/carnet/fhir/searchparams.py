@@ -60,7 +60,8 @@ def params_for(resource_type: str) -> dict[str, SearchParam]:
 # --------------------------------------------------------------------------------------------
 # Expression compiler
 
-_AS = re.compile(r"^\((.+) as (\w+)\)$")
+_AS = re.compile(r"^\((.+) as (\w+)\)(?:\.(.+))?$")
+_INDEXED = re.compile(r"^(\w+)\[(\d+)\]$")
 _WHERE_RESOLVE = re.compile(r"^where\(resolve\(\) is (\w+)\)$")
 _WHERE_EQ = re.compile(r"^where\((\w+) ?= ?'([^']*)'\)$")
 _AS_FN = re.compile(r"^(?:as|ofType)\((\w+)\)$")
@@ -88,7 +89,22 @@ def _split(expr: str, sep: str) -> list[str]:
     return parts
 
 
+def _deceased(resource: dict[str, Any]) -> list[Any]:
+    """``Patient.deceased.exists() and Patient.deceased != false`` (a boolean token)."""
+    if resource.get("resourceType") != "Patient":
+        return []
+    flag = resource.get("deceasedBoolean")
+    return [flag is True or (flag is None and "deceasedDateTime" in resource)]
+
+
+SPECIAL: dict[str, Extractor] = {
+    "Patient.deceased.exists() and Patient.deceased != false": _deceased,
+}
+
+
 def compile_expression(expr: str) -> Extractor:
+    if expr in SPECIAL:
+        return SPECIAL[expr]
     parts = _split(expr, "|")
     try:
         compiled = [_compile_path(p) for p in parts]
@@ -124,15 +140,19 @@ Step = Callable[[list[Any]], list[Any]]
 
 def _compile_path(path: str) -> Callable[[dict[str, Any]], list[Any]]:
     as_type = None
+    tail: list[str] = []
     m = _AS.match(path)
     if m:
         path, as_type = m.group(1), m.group(2)
+        tail = _split(m.group(3), ".") if m.group(3) else []
     steps = _split(path, ".")
     if not steps or not _NAME.match(steps[0]):
         raise ValueError(path)
     root_type = steps[0]
     ops: list[Step] = []
     rest = steps[1:]
+    last = len(rest) - 1  # the step an enclosing "(... as T)" applies to
+    rest += tail
     i = 0
     while i < len(rest):
         step = rest[i]
@@ -143,10 +163,13 @@ def _compile_path(path: str) -> Callable[[dict[str, Any]], list[Any]]:
                 ops.append(_choice(step, m_as.group(1)))
                 i += 2
                 continue
-            if as_type is not None and i == len(rest) - 1:
+            if as_type is not None and i == last:
                 ops.append(_choice(step, as_type))
             else:
                 ops.append(_child(step))
+        elif m := _INDEXED.match(step):
+            ops.append(_child(m.group(1)))
+            ops.append(_nth(int(m.group(2))))
         elif m := _WHERE_RESOLVE.match(step):
             ops.append(_resolves_to(m.group(1)))
         elif m := _WHERE_EQ.match(step):
@@ -190,6 +213,13 @@ def _child(name: str) -> Step:
                     if key.startswith(name) and len(key) > len(name) and key[len(name)].isupper():
                         _flatten(item, out)
         return out
+
+    return step
+
+
+def _nth(n: int) -> Step:
+    def step(values: list[Any]) -> list[Any]:
+        return values[n:n + 1]
 
     return step
 

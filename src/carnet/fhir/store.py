@@ -176,8 +176,9 @@ class Repository:
             table = INDEX_TABLES[kind]
             self.conn.execute(delete(table).where(table.c.res_type == rtype, table.c.res_id == rid))
 
-    def create(self, resource: dict[str, Any], *, rid: str | None = None) -> Stored:
-        resource = self.prepare(resource)
+    def create(self, resource: dict[str, Any], *, rid: str | None = None, prepared: bool = False) -> Stored:
+        if not prepared:
+            resource = self.prepare(resource)
         rtype = resource["resourceType"]
         self.policy.check_write(self.principal, "create", rtype)
         rid = rid or new_id()

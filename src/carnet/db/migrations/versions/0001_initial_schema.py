@@ -73,7 +73,7 @@ def upgrade() -> None:
     sa.Column('res_type', sa.String(length=64), nullable=False),
     sa.Column('res_id', sa.String(length=64), nullable=False),
     sa.Column('param', sa.String(length=64), nullable=False),
-    sa.Column('value', sa.String(length=255), nullable=False),
+    sa.Column('value', sa.String(length=255).with_variant(sa.String(length=255, collation='C'), 'postgresql'), nullable=False),
     sa.Column('exact', sa.String(length=1024), nullable=False)
     )
     with op.batch_alter_table('idx_string', schema=None) as batch_op:
@@ -86,7 +86,7 @@ def upgrade() -> None:
     sa.Column('param', sa.String(length=64), nullable=False),
     sa.Column('system', sa.String(length=255), nullable=True),
     sa.Column('code', sa.String(length=255), nullable=True),
-    sa.Column('text', sa.String(length=255), nullable=True),
+    sa.Column('text', sa.String(length=255).with_variant(sa.String(length=255, collation='C'), 'postgresql'), nullable=True),
     sa.Column('type_system', sa.String(length=255), nullable=True),
     sa.Column('type_code', sa.String(length=64), nullable=True)
     )
