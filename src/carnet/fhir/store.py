@@ -27,6 +27,11 @@ from carnet.policy import OpenPolicy, Policy
 
 Validator = Callable[[dict[str, Any]], list[Any]]
 
+# Statements built once: SQLAlchemy then only binds parameters on the hot write path.
+INSERT_RESOURCE = insert(resources)
+INSERT_VERSION = insert(resource_versions)
+INSERT_INDEX = {kind: insert(table) for kind, table in INDEX_TABLES.items()}
+
 
 @dataclass(frozen=True)
 class Stored:
@@ -167,7 +172,7 @@ class Repository:
         rows = index_rows(resource)
         for kind, batch in rows.items():
             if batch:
-                self.conn.execute(insert(INDEX_TABLES[kind]), batch)
+                self.conn.execute(INSERT_INDEX[kind], batch)
         return patient_of(resource, rows)
 
     def _clear_index(self, rtype: str, rid: str) -> None:
@@ -185,12 +190,12 @@ class Repository:
         when = now_us()
         content = self._stamp(resource, rid, 1, when)
         patient = self._write_index(resource, replace=False)
-        self.conn.execute(insert(resources).values(
-            res_type=rtype, res_id=rid, version=1, last_updated=when, created_at=when, deleted=False,
-            patient_id=patient, content=content))
-        self.conn.execute(insert(resource_versions).values(
-            res_type=rtype, res_id=rid, version=1, last_updated=when, method="POST",
-            patient_id=patient, content=content))
+        self.conn.execute(INSERT_RESOURCE, {
+            "res_type": rtype, "res_id": rid, "version": 1, "last_updated": when, "created_at": when,
+            "deleted": False, "patient_id": patient, "content": content})
+        self.conn.execute(INSERT_VERSION, {
+            "res_type": rtype, "res_id": rid, "version": 1, "last_updated": when, "method": "POST",
+            "patient_id": patient, "content": content})
         self._record("create", rtype, (rid,))
         return Stored(rtype, rid, 1, when, False, content)
 
@@ -231,9 +236,9 @@ class Repository:
             ).rowcount
             if changed != 1:
                 raise Conflict(f"{resource_type}/{rid} was changed concurrently; retry")
-        self.conn.execute(insert(resource_versions).values(
-            res_type=resource_type, res_id=rid, version=version, last_updated=when, method=method,
-            patient_id=patient, content=content))
+        self.conn.execute(INSERT_VERSION, {
+            "res_type": resource_type, "res_id": rid, "version": version, "last_updated": when,
+            "method": method, "patient_id": patient, "content": content})
         self._record(interaction, resource_type, (rid,))
         return Stored(resource_type, rid, version, when, False, content), cur is None
 
@@ -243,9 +248,9 @@ class Repository:
         ).first()
         if exists is not None:  # present but hidden from this caller: refuse without saying more
             raise Conflict(f"{rtype}/{rid} cannot be written by this caller")
-        self.conn.execute(insert(resources).values(
-            res_type=rtype, res_id=rid, version=1, last_updated=when, created_at=when, deleted=False,
-            patient_id=patient, content=content))
+        self.conn.execute(INSERT_RESOURCE, {
+            "res_type": rtype, "res_id": rid, "version": 1, "last_updated": when, "created_at": when,
+            "deleted": False, "patient_id": patient, "content": content})
 
     def delete(self, resource_type: str, rid: str, *, if_match: int | None = None) -> Stored | None:
         """Logical delete: a new version marks the resource deleted; history keeps the rest.
