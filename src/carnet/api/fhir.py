@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from carnet.api.auth import principal_from
-from carnet.errors import CarnetError, TooLarge
-from carnet.fhir.router import FHIR_JSON, FhirRequest, FhirRouter, error_response
+from carnet.errors import CarnetError, Issue, TooLarge
+from carnet.fhir.router import FHIR_JSON, FhirRequest, FhirResponse, FhirRouter, error_response, outcome
 
 CONTENT_TYPE = FHIR_JSON + "; charset=utf-8"
+log = logging.getLogger("carnet.api")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -39,7 +42,12 @@ async def fhir_endpoint(request: Request) -> Response:
         path = request.path_params.get("path", "").strip("/")
         headers = {k.lower(): v for k, v in request.headers.items()}
         freq = FhirRequest(request.method, path, list(request.query_params.multi_items()), headers, body)
-        resp = await run_in_threadpool(router.handle, freq, principal)
+        try:
+            resp = await run_in_threadpool(router.handle, freq, principal)
+        except Exception:  # a bug, not the client's fault: log it, answer without internals
+            log.exception("unexpected error on %s /fhir/%s", request.method, path)
+            resp = FhirResponse(500, outcome([Issue("fatal", "exception",
+                                                    "internal error; the request changed nothing")]))
     content = resp.json_bytes()
     headers = dict(resp.headers)
     if resp.status == 204 or (not content and resp.status < 300):

@@ -58,13 +58,15 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
         "software": {"name": "Carnet", "version": __version__},
         "implementation": {"description": "Carnet FHIR R4 server", "url": base_url},
         "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json", "json", "application/fhir+xml"],
+        "format": ["application/fhir+json", "json"],
         "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
             "documentation": "Search result parameters: _count, _offset, _sort (several keys, -desc), "
                              "_include / _revinclude (:iterate), _summary (count, text, data, false), "
-                             "_elements, _total (none, estimate, accurate). GET and POST _search.",
+                             "_elements, _total (none, estimate, accurate). GET and POST _search. "
+                             "Resources may also be sent as FHIR XML (application/fhir+xml); "
+                             "answers are JSON.",
             "resource": types,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
         }],
