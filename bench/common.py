@@ -140,6 +140,19 @@ class Server:
     def cpu_seconds(self) -> float:
         return session_cpu_seconds(self.sid)
 
+    def wait_idle(self, threshold: float = 0.1, timeout: float = 300.0) -> float:
+        """Wait until the server uses less than ``threshold`` cores over one second (requests left
+        in flight by a previous run are finished); returns the seconds waited."""
+        start = time.monotonic()
+        last = self.cpu_seconds()
+        while time.monotonic() - start < timeout:
+            time.sleep(1.0)
+            now = self.cpu_seconds()
+            if now - last < threshold:
+                break
+            last = now
+        return time.monotonic() - start
+
     def worker_pids(self) -> list[int]:
         return [p for p in session_pids(self.sid) if p != self.sid]
 
@@ -270,6 +283,7 @@ def wrk(url: str, script: Path, *, duration: float, connections: int, threads: i
            "-s", str(script), url]
     if args:
         cmd += ["--", *args]
+    waited = server.wait_idle() if server else 0.0
     cpu0 = server.cpu_seconds() if server else None
     load_before = os.getloadavg()[0]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
@@ -286,6 +300,8 @@ def wrk(url: str, script: Path, *, duration: float, connections: int, threads: i
     extra = {k: v for k, v in d.items() if k in ("ops", "statuses", "bytes")}
     # the machine is shared: the 1-minute load average before and after tells whether others ran
     extra["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    if waited > 1.5:
+        extra["waited_for_idle_s"] = round(waited, 1)
     return WrkResult(
         requests=d["requests"], duration_s=round(dur, 3), rps=round(d["requests"] / dur, 1),
         p50_ms=d["p50"] / 1000, p90_ms=d["p90"] / 1000, p99_ms=d["p99"] / 1000, max_ms=d["max"] / 1000,

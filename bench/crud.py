@@ -119,7 +119,9 @@ def main() -> None:
     ap.add_argument("--breakdown", action="store_true", help="also run each operation alone (10 s each)")
     ap.add_argument("--breakdown-duration", type=float, default=10.0)
     ap.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
-                    help="after the measured run, profile the server with py-spy under the mix")
+                    help="after the measured runs, profile the server with py-spy for SECONDS per op set")
+    ap.add_argument("--profile-ops", default="mix,create,read,update,search",
+                    help="op sets to profile: mix or names from the breakdown")
     ap.add_argument("--keep", action="store_true", help="keep the data folder")
     ap.add_argument("--name", default=None, help="results file name (default crud-<db>)")
     args = ap.parse_args()
@@ -162,21 +164,25 @@ def main() -> None:
                     f"non-2xx {r.errors_status}  server {r.as_dict().get('server_cores')} cores")
             save(name, out)
         if args.profile:
-            raw = BENCH / "profiles" / f"crud-{args.db}.txt"
-            raw.parent.mkdir(exist_ok=True)
-            spy = run_profile(srv, args.profile, raw)
-            result: dict[str, Any] = {}
-            t = threading.Thread(target=lambda: result.update(r=wrk(
-                srv.base, script, duration=args.profile + 2, args=[str(data_file)], server=srv, **kw)))
-            t.start()
-            _, err = spy.communicate(timeout=args.profile + 120)
-            t.join()
-            log(f"py-spy: {err.decode().strip().splitlines()[-1] if err else ''}")
-            from profile_summary import summarise
+            out["profile"] = {}
+            for label in args.profile_ops.split(","):
+                ops = MIX if label == "mix" else BREAKDOWN[label]
+                raw = BENCH / "profiles" / f"crud-{args.db}-{label}.txt"
+                raw.parent.mkdir(exist_ok=True)
+                srv.wait_idle()
+                spy = run_profile(srv, args.profile, raw)
+                result: dict[str, Any] = {}
+                t = threading.Thread(target=lambda ops=ops, result=result: result.update(r=wrk(
+                    srv.base, script, duration=args.profile + 2, args=[str(data_file), ops], **kw)))
+                t.start()
+                _, err = spy.communicate(timeout=args.profile + 300)
+                t.join()
+                log(f"py-spy {label}: {err.decode().strip().splitlines()[-1] if err else ''}")
+                from profile_summary import summarise
 
-            out["profile"] = {"raw": str(raw.relative_to(BENCH.parent)),
-                              "rps_while_profiling": result["r"].rps, **summarise(raw)}
-            save(name, out)
+                out["profile"][label] = {"raw": str(raw.relative_to(BENCH.parent)),
+                                         "rps_while_profiling": result["r"].rps, **summarise(raw)}
+                save(name, out)
     out["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     path = save(name, out)
     print_table(out)
@@ -203,9 +209,11 @@ def print_table(out: dict[str, Any]) -> None:
         for label, r in out["breakdown"].items():
             print(f"| {label} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
                   f"| {r['errors_status']} |")
-    if "profile" in out:
-        print("\nProfile (share of sampled worker CPU):")
-        for row in out["profile"]["top_self"][:15]:
+    for label, prof in out.get("profile", {}).items():
+        print(f"\nProfile under '{label}' (share of samples in the server's active threads):")
+        for row in prof["areas_innermost"]:
+            print(f"  {row['share']:6.1%}  {row['area']}")
+        for row in prof["top_self"][:10]:
             print(f"  self {row['share']:5.1%}  {row['frame']}")
 
 
