@@ -10,6 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from carnet.db.tables import metadata
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -24,6 +26,40 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with engine.connect().execution_options(carnet_write=True) as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+        conn.commit()
+    if engine.dialect.name == "sqlite":
+        seed_sqlite_statistics(engine)
+
+
+def _shape(table: str, index: str, columns: int) -> str:
+    """A typical shape for an index: ~10M rows, and how many rows each prefix of its columns
+    selects. Per-resource indexes select a handful of rows; value indexes many more."""
+    if index.endswith("_resource"):
+        return "10000000 1000000 8 2"
+    if index == "ix_idx_reference_target":
+        return "10000000 1000000 20 5"
+    if index.startswith("ix_idx_"):
+        return " ".join(["10000000", "1000000", "100000", "100", "50", "20"][: columns + 1])
+    return " ".join(["1000000", "100000"] + ["1"] * (columns - 1))
+
+
+def seed_sqlite_statistics(engine: Engine) -> None:
+    """Give SQLite's planner the shape of the data before there is any.
+
+    Without statistics, SQLite prefers the index with the most equality columns, so a check on
+    one resource's own index rows would scan every row holding the searched value instead.
+    Indexes that already have measured statistics (from ANALYZE / PRAGMA optimize) are left alone.
+    """
+    with engine.connect().execution_options(carnet_write=True) as conn:
+        conn.exec_driver_sql("ANALYZE sqlite_schema")
+        known = {row[0] for row in conn.exec_driver_sql("SELECT idx FROM sqlite_stat1 WHERE idx IS NOT NULL")}
+        for table in metadata.sorted_tables:
+            for index in table.indexes:
+                if index.name and index.name not in known:
+                    conn.exec_driver_sql(
+                        "INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?, ?, ?)",
+                        (table.name, index.name, _shape(table.name, index.name, len(index.columns))))
+        conn.exec_driver_sql("ANALYZE sqlite_schema")  # reload the statistics
         conn.commit()
 
 

@@ -45,6 +45,7 @@ resources = Table(
     Column("content", LargeBinary, nullable=True),
 )
 Index("ix_resources_type_updated", resources.c.res_type, resources.c.last_updated)
+Index("ix_resources_type_created", resources.c.res_type, resources.c.created_at, resources.c.res_id)
 Index("ix_resources_patient", resources.c.patient_id)
 
 resource_versions = Table(
@@ -74,7 +75,7 @@ def _index_table(name: str, *columns: Column, value_cols: tuple[str, ...]) -> Ta
         Column("param", PARAM, nullable=False),
         *columns,
     )
-    Index(f"ix_{name}_resource", table.c.res_type, table.c.res_id)
+    Index(f"ix_{name}_resource", table.c.res_type, table.c.res_id, table.c.param)
     Index(f"ix_{name}_value", table.c.res_type, table.c.param, *(table.c[c] for c in value_cols))
     return table
 

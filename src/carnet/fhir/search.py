@@ -198,6 +198,32 @@ def _prefix(col: Any, prefix: str) -> ColumnElement[bool]:
     return and_(col >= prefix, col < prefix + "\U0010ffff")
 
 
+def _own_rows(table: Any, conds: list[Any]) -> ColumnElement[bool]:
+    return exists(select(1).select_from(table).where(*conds))
+
+
+def _selectivity(rtype: str, c: Clause) -> int:
+    """A rank (lower = likely fewer matches) choosing the clause that drives a search."""
+    if c.modifier in ("not", "missing"):
+        return 9  # cannot drive: an exclusion
+    if c.param == "_id":
+        return 0
+    if c.chain:
+        return 5
+    if c.param == "_lastUpdated":
+        return 8
+    ptype = params_for(rtype)[c.param].type
+    if ptype == "reference":
+        return 1
+    if ptype == "token" and (c.param == "identifier" or c.modifier == "of-type"):
+        return 2
+    if ptype == "string":
+        return 4 if c.modifier != "contains" else 7
+    if ptype in ("token", "uri"):
+        return 6
+    return 8
+
+
 def _prefixed(value: str) -> tuple[str, str]:
     if len(value) > 2 and value[:2] in PREFIXES and (value[2].isdigit() or value[2] in "-+."):
         return value[:2], value[2:]
@@ -341,52 +367,65 @@ class Compiler:
             conds.append(t.c.target_type == p.targets[0])
         return and_(*conds)
 
-    def clause(self, rtype: str, c: Clause, res_type_col: Any, res_id_col: Any) -> ColumnElement[bool]:
+    def clause(self, rtype: str, c: Clause, id_col: Any) -> ColumnElement[bool]:
+        """``id_col IN (ids of rtype matching c)``: the subquery is uncorrelated, so the database
+        runs it once through the (type, param, value) index, then looks resources up by key."""
+        ids, negate = self.matching_ids(rtype, c)
+        return id_col.not_in(ids) if negate else id_col.in_(ids)
+
+    def check(self, rtype: str, c: Clause, type_col: Any, id_col: Any) -> ColumnElement[bool]:
+        """The same criterion as a check on one resource: an EXISTS over that resource's own
+        index rows (a handful), for the clauses that do not drive the search."""
+        if c.chain or c.param in ("_id", "_lastUpdated"):
+            return self.clause(rtype, c, id_col)
         name = c.param + (f":{c.modifier}" if c.modifier else "")
-        if c.chain:
-            return self._chain(rtype, c, res_type_col, res_id_col)
-        if c.param == "_id":
-            cond = res_id_col.in_(c.values)
-            return not_(cond) if c.modifier == "not" else cond
-        if c.param == "_lastUpdated":
-            lu = resources.c.last_updated
-            return or_(*(_date_cond(lu, lu, v, name) for v in c.values))
         p = params_for(rtype)[c.param]
         table = INDEX_TABLES[p.type]
-        base = [table.c.res_type == res_type_col, table.c.res_id == res_id_col, table.c.param == p.code]
+        own = [table.c.res_type == type_col, table.c.res_id == id_col, table.c.param == p.code]
         if c.modifier == "missing":
             if len(c.values) != 1 or c.values[0] not in ("true", "false"):
                 raise Invalid(f"{name} takes true or false", expression=[name])
-            present = exists().where(*base)
+            present = _own_rows(table, own)
             return not_(present) if c.values[0] == "true" else present
-        if c.modifier == "not":
-            return not_(exists().where(*base, or_(
-                *(self.value_cond(p, "", v, table, name) for v in c.values))))
-        return exists().where(*base, or_(*(self.value_cond(p, c.modifier, v, table, name)
-                                           for v in c.values)))
+        modifier = "" if c.modifier == "not" else c.modifier
+        found = _own_rows(table, [*own, or_(*(self.value_cond(p, modifier, v, table, name)
+                                               for v in c.values))])
+        return not_(found) if c.modifier == "not" else found
 
-    def _chain(self, rtype: str, c: Clause, res_type_col: Any, res_id_col: Any) -> ColumnElement[bool]:
+    def matching_ids(self, rtype: str, c: Clause) -> tuple[Any, bool]:
+        """(a SELECT of matching ids, or a list of them; whether the clause excludes them)."""
+        name = c.param + (f":{c.modifier}" if c.modifier else "")
+        if c.chain:
+            return self._chain(rtype, c), False
+        if c.param == "_id":
+            return c.values, c.modifier == "not"
+        if c.param == "_lastUpdated":
+            lu = resources.c.last_updated
+            return (select(resources.c.res_id).where(
+                resources.c.res_type == rtype, or_(*(_date_cond(lu, lu, v, name) for v in c.values)))), False
+        p = params_for(rtype)[c.param]
+        table = INDEX_TABLES[p.type]
+        base = [table.c.res_type == rtype, table.c.param == p.code]
+        if c.modifier == "missing":
+            if len(c.values) != 1 or c.values[0] not in ("true", "false"):
+                raise Invalid(f"{name} takes true or false", expression=[name])
+            return select(table.c.res_id).where(*base), c.values[0] == "true"
+        modifier = "" if c.modifier == "not" else c.modifier
+        values = or_(*(self.value_cond(p, modifier, v, table, name) for v in c.values))
+        return select(table.c.res_id).where(*base, values), c.modifier == "not"
+
+    def _chain(self, rtype: str, c: Clause) -> Any:
         ref_param, target = c.chain[0]
         ref = params_for(rtype)[ref_param]
         targets = [target] if target else list(ref.targets)
-        r = idx_reference.alias("chain_ref")
+        r = idx_reference
         inner_conds = []
         for tt in targets:
-            params = params_for(tt)
-            if c.param not in params and c.param not in ("_id", "_lastUpdated"):
+            if c.param not in params_for(tt) and c.param not in ("_id", "_lastUpdated"):
                 continue
             inner = Clause(c.param, c.modifier, c.values)
-            target_res = resources.alias("chain_target")
-            cond = self.clause(tt, inner, r.c.target_type, r.c.target_id)
-            if c.param == "_lastUpdated":
-                cond = exists().where(target_res.c.res_type == r.c.target_type,
-                                      target_res.c.res_id == r.c.target_id,
-                                      or_(*(_date_cond(target_res.c.last_updated,
-                                                       target_res.c.last_updated, v, c.param)
-                                            for v in c.values)))
-            inner_conds.append(and_(r.c.target_type == tt, cond))
-        return exists().where(r.c.res_type == res_type_col, r.c.res_id == res_id_col,
-                              r.c.param == ref_param, or_(*inner_conds))
+            inner_conds.append(and_(r.c.target_type == tt, self.clause(tt, inner, r.c.target_id)))
+        return select(r.c.res_id).where(r.c.res_type == rtype, r.c.param == ref_param, or_(*inner_conds))
 
     def sort_key(self, rtype: str, key: str, desc: bool) -> Any:
         if key == "_id":
@@ -408,8 +447,12 @@ class Compiler:
         conds = [r.res_type == req.resource_type, r.deleted.is_(False)]
         if req.snapshot is not None:
             conds.append(r.created_at <= req.snapshot)
-        for c in req.clauses:
-            conds.append(self.clause(req.resource_type, c, r.res_type, r.res_id))
+        ranked = sorted(req.clauses, key=lambda c: _selectivity(req.resource_type, c))
+        for i, c in enumerate(ranked):
+            if i == 0 and _selectivity(req.resource_type, c) < 9:
+                conds.append(self.clause(req.resource_type, c, r.res_id))
+            else:
+                conds.append(self.check(req.resource_type, c, r.res_type, r.res_id))
         return conds
 
     def page(self, req: SearchRequest, visible: list[ColumnElement[bool]]) -> Select[Any]:
@@ -419,7 +462,11 @@ class Compiler:
         for key, desc in req.sort:
             expr = self.sort_key(req.resource_type, key, desc)
             order.append(expr.desc().nulls_last() if desc else expr.asc().nulls_last())
-        if not req.sort:
+        if not req.sort and req.clauses:
+            # An expression, not the column: a filtered search must be driven by its (selective)
+            # criteria, then sort the few matches, rather than walk the whole type in index order.
+            order.append((r.created_at + 0).asc())
+        elif not req.sort:
             order.append(r.created_at.asc())
         order.append(r.res_id.asc())
         return stmt.order_by(*order).limit(req.count + 1).offset(req.offset)

@@ -24,7 +24,7 @@ def upgrade() -> None:
     sa.Column('high', sa.BigInteger(), nullable=False)
     )
     with op.batch_alter_table('idx_date', schema=None) as batch_op:
-        batch_op.create_index('ix_idx_date_resource', ['res_type', 'res_id'], unique=False)
+        batch_op.create_index('ix_idx_date_resource', ['res_type', 'res_id', 'param'], unique=False)
         batch_op.create_index('ix_idx_date_value', ['res_type', 'param', 'low', 'high'], unique=False)
 
     op.create_table('idx_number',
@@ -36,7 +36,7 @@ def upgrade() -> None:
     sa.Column('high', sa.Float(), nullable=False)
     )
     with op.batch_alter_table('idx_number', schema=None) as batch_op:
-        batch_op.create_index('ix_idx_number_resource', ['res_type', 'res_id'], unique=False)
+        batch_op.create_index('ix_idx_number_resource', ['res_type', 'res_id', 'param'], unique=False)
         batch_op.create_index('ix_idx_number_value', ['res_type', 'param', 'value'], unique=False)
 
     op.create_table('idx_quantity',
@@ -51,7 +51,7 @@ def upgrade() -> None:
     sa.Column('unit', sa.String(length=64), nullable=True)
     )
     with op.batch_alter_table('idx_quantity', schema=None) as batch_op:
-        batch_op.create_index('ix_idx_quantity_resource', ['res_type', 'res_id'], unique=False)
+        batch_op.create_index('ix_idx_quantity_resource', ['res_type', 'res_id', 'param'], unique=False)
         batch_op.create_index('ix_idx_quantity_value', ['res_type', 'param', 'code', 'value'], unique=False)
 
     op.create_table('idx_reference',
@@ -65,7 +65,7 @@ def upgrade() -> None:
     sa.Column('id_value', sa.String(length=255), nullable=True)
     )
     with op.batch_alter_table('idx_reference', schema=None) as batch_op:
-        batch_op.create_index('ix_idx_reference_resource', ['res_type', 'res_id'], unique=False)
+        batch_op.create_index('ix_idx_reference_resource', ['res_type', 'res_id', 'param'], unique=False)
         batch_op.create_index('ix_idx_reference_target', ['target_type', 'target_id', 'param'], unique=False)
         batch_op.create_index('ix_idx_reference_value', ['res_type', 'param', 'target_id', 'target_type'], unique=False)
 
@@ -77,7 +77,7 @@ def upgrade() -> None:
     sa.Column('exact', sa.String(length=1024), nullable=False)
     )
     with op.batch_alter_table('idx_string', schema=None) as batch_op:
-        batch_op.create_index('ix_idx_string_resource', ['res_type', 'res_id'], unique=False)
+        batch_op.create_index('ix_idx_string_resource', ['res_type', 'res_id', 'param'], unique=False)
         batch_op.create_index('ix_idx_string_value', ['res_type', 'param', 'value'], unique=False)
 
     op.create_table('idx_token',
@@ -91,7 +91,7 @@ def upgrade() -> None:
     sa.Column('type_code', sa.String(length=64), nullable=True)
     )
     with op.batch_alter_table('idx_token', schema=None) as batch_op:
-        batch_op.create_index('ix_idx_token_resource', ['res_type', 'res_id'], unique=False)
+        batch_op.create_index('ix_idx_token_resource', ['res_type', 'res_id', 'param'], unique=False)
         batch_op.create_index('ix_idx_token_value', ['res_type', 'param', 'code', 'system'], unique=False)
 
     op.create_table('idx_uri',
@@ -101,7 +101,7 @@ def upgrade() -> None:
     sa.Column('value', sa.String(length=1024), nullable=False)
     )
     with op.batch_alter_table('idx_uri', schema=None) as batch_op:
-        batch_op.create_index('ix_idx_uri_resource', ['res_type', 'res_id'], unique=False)
+        batch_op.create_index('ix_idx_uri_resource', ['res_type', 'res_id', 'param'], unique=False)
         batch_op.create_index('ix_idx_uri_value', ['res_type', 'param', 'value'], unique=False)
 
     op.create_table('resource_versions',
@@ -134,6 +134,7 @@ def upgrade() -> None:
     with op.batch_alter_table('resources', schema=None) as batch_op:
         batch_op.create_index('ix_resources_patient', ['patient_id'], unique=False)
         batch_op.create_index('ix_resources_type_updated', ['res_type', 'last_updated'], unique=False)
+        batch_op.create_index('ix_resources_type_created', ['res_type', 'created_at', 'res_id'], unique=False)
 
 
 
