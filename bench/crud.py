@@ -210,11 +210,12 @@ def print_table(out: dict[str, Any]) -> None:
             print(f"| {label} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
                   f"| {r['errors_status']} |")
     for label, prof in out.get("profile", {}).items():
-        print(f"\nProfile under '{label}' (share of samples in the server's active threads):")
-        for row in prof["areas_innermost"]:
-            print(f"  {row['share']:6.1%}  {row['area']}")
+        print(f"\nProfile under '{label}' (share of samples: all / not waiting):")
+        for row in prof["areas"]:
+            busy = f"{row['share_of_busy']:6.1%}" if row["share_of_busy"] is not None else "     -"
+            print(f"  {row['share']:6.1%} {busy}  {row['area']}")
         for row in prof["top_self"][:10]:
-            print(f"  self {row['share']:5.1%}  {row['frame']}")
+            print(f"  self {row['share_of_busy']:6.1%}  {row['frame']}")
 
 
 if __name__ == "__main__":
