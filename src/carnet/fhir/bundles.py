@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 from carnet.errors import CarnetError, Invalid, Issue, NotFound, PreconditionFailed, TooLarge
 from carnet.fhir import jsonio
 from carnet.fhir.store import Repository, new_id
+from carnet.fhir.values import instant_text
 
 if TYPE_CHECKING:
     from carnet.fhir.router import FhirRequest, FhirResponse, FhirRouter
@@ -102,10 +103,8 @@ def _response_entry(resp: FhirResponse, router: FhirRouter) -> dict[str, Any]:
         out["fullUrl"] = router.base + "/" + "/".join(out["response"]["location"].split("/")[:2])
     if "ETag" in resp.headers:
         out["response"]["etag"] = resp.headers["ETag"]
-    if "Last-Modified" in resp.headers and resp.body is not None and isinstance(resp.body, bytes):
-        meta = jsonio.loads(resp.body).get("meta", {})
-        if "lastUpdated" in meta:
-            out["response"]["lastModified"] = meta["lastUpdated"]
+    if resp.last_updated is not None:
+        out["response"]["lastModified"] = instant_text(resp.last_updated)
     if resp.body is not None:
         body = resp.body if not isinstance(resp.body, bytes) else _fragment(resp.body)
         if resp.status >= 400:
@@ -177,7 +176,9 @@ def _transaction(router: FhirRouter, repo: Repository, entries: list[dict[str, A
         resource = entry.get("resource")
         if isinstance(resource, dict):
             _rewrite(resource, lambda ref, i=i: _resolve(router, repo, ref, mapping, cache, i))
-    # 3. Run in the spec's order; answer in the Bundle's order.
+    # 3. Run in the spec's order; answer in the Bundle's order. New resources are queued and
+    #    written together (a few statements per table instead of several per resource).
+    repo.defer_inserts()
     order = sorted(range(len(entries)), key=lambda i: ORDER[entries[i]["request"]["method"]])
     responses: dict[int, dict[str, Any]] = {}
     for i in order:
@@ -202,6 +203,7 @@ def _transaction(router: FhirRouter, repo: Repository, entries: list[dict[str, A
             exc.issues = issues
             raise
         responses[i] = _response_entry(resp, router)
+    repo.flush()
     return [responses[i] for i in range(len(entries))]
 
 

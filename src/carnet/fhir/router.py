@@ -59,6 +59,7 @@ class FhirResponse:
     status: int
     body: Any = None  # a dict, bytes of JSON, or None
     headers: dict[str, str] = field(default_factory=dict)
+    last_updated: int | None = None  # of the resource answered, for Bundle response entries
 
     def json_bytes(self) -> bytes:
         if self.body is None:
@@ -196,7 +197,7 @@ class FhirRouter:
         elif prefer == "OperationOutcome":
             body = outcome([Issue("information", "informational",
                                   f"{stored.resource_type}/{stored.id} stored as version {stored.version}")])
-        return FhirResponse(status, body, headers)
+        return FhirResponse(status, body, headers, stored.last_updated)
 
     @staticmethod
     def _prefer(req: FhirRequest) -> str | None:

@@ -31,6 +31,7 @@ Validator = Callable[[dict[str, Any]], list[Any]]
 INSERT_RESOURCE = insert(resources)
 INSERT_VERSION = insert(resource_versions)
 INSERT_INDEX = {kind: insert(table) for kind, table in INDEX_TABLES.items()}
+INSERTS = {"resources": INSERT_RESOURCE, "versions": INSERT_VERSION, **INSERT_INDEX}
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,32 @@ class Repository:
         self.policy = policy or OpenPolicy()
         self.audit = audit or NoAudit()
         self.validator = validator
+        self.deferred: dict[str, list[dict[str, Any]]] | None = None
+
+    # -- batched inserts: a transaction Bundle writes its new resources in a few statements --------
+    def defer_inserts(self) -> None:
+        """From now on, rows of created resources are queued and written by :meth:`flush`, which
+        every read runs first, so the transaction still reads its own writes."""
+        if self.deferred is None:
+            self.deferred = {}
+
+    def flush(self) -> None:
+        if not self.deferred:
+            return
+        pending, self.deferred = self.deferred, {}
+        for key, rows in pending.items():
+            if rows:
+                self.conn.execute(INSERTS[key], rows)
+
+    def _insert(self, key: str, rows: list[dict[str, Any]]) -> None:
+        if self.deferred is not None:
+            self.deferred.setdefault(key, []).extend(rows)
+        elif rows:
+            self.conn.execute(INSERTS[key], rows)
 
     # -- the one place where read predicates attach --------------------------------------------
     def visible(self, resource_type: str | None, table: Any = resources) -> list[ColumnElement[bool]]:
+        self.flush()  # every read asks for its predicates first: it must see queued writes
         extra = self.policy.read_filter(self.principal, resource_type, table)
         return [extra] if extra is not None else []
 
@@ -168,11 +192,11 @@ class Repository:
     def _write_index(self, resource: dict[str, Any], replace: bool) -> str | None:
         rtype, rid = resource["resourceType"], resource["id"]
         if replace:
+            self.flush()
             self._clear_index(rtype, rid)
         rows = index_rows(resource)
         for kind, batch in rows.items():
-            if batch:
-                self.conn.execute(INSERT_INDEX[kind], batch)
+            self._insert(kind, batch)
         return patient_of(resource, rows)
 
     def _clear_index(self, rtype: str, rid: str) -> None:
@@ -190,12 +214,12 @@ class Repository:
         when = now_us()
         content = self._stamp(resource, rid, 1, when)
         patient = self._write_index(resource, replace=False)
-        self.conn.execute(INSERT_RESOURCE, {
+        self._insert("resources", [{
             "res_type": rtype, "res_id": rid, "version": 1, "last_updated": when, "created_at": when,
-            "deleted": False, "patient_id": patient, "content": content})
-        self.conn.execute(INSERT_VERSION, {
+            "deleted": False, "patient_id": patient, "content": content}])
+        self._insert("versions", [{
             "res_type": rtype, "res_id": rid, "version": 1, "last_updated": when, "method": "POST",
-            "patient_id": patient, "content": content})
+            "patient_id": patient, "content": content}])
         self._record("create", rtype, (rid,))
         return Stored(rtype, rid, 1, when, False, content)
 
