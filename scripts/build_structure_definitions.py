@@ -41,7 +41,10 @@ SYSTEM_TYPES = {
     "http://hl7.org/fhirpath/System.Time": "time",
 }
 # Profiles of Quantity that the base definitions use through type.profile.
-QUANTITY_PROFILES = {SD_PREFIX + "SimpleQuantity": "SimpleQuantity", SD_PREFIX + "MoneyQuantity": "MoneyQuantity"}
+QUANTITY_PROFILES = {
+    SD_PREFIX + "SimpleQuantity": "SimpleQuantity",
+    SD_PREFIX + "MoneyQuantity": "MoneyQuantity",
+}
 PRIMITIVE_JSON = {
     "boolean": "boolean",
     "integer": "integer",
@@ -278,15 +281,15 @@ def build_type(sd: dict[str, Any], all_types: dict[str, Any], required: dict[str
                 targets[t["code"]] = names
         binding = element.get("binding") or {}
         bound = None
-        if binding.get("strength") == "required" and binding.get("valueSet"):
-            if any(c in ("code", "Coding", "CodeableConcept") for c in codes):
-                bound = binding["valueSet"].split("|", 1)[0]
-                required[bound] = path
+        if binding.get("strength") == "required" and binding.get("valueSet") and \
+                any(c in ("code", "Coding", "CodeableConcept") for c in codes):
+            bound = binding["valueSet"].split("|", 1)[0]
+            required[bound] = path
         if name.endswith("[x]"):
             base = name[:-3]
             keys = []
-            for code in codes:
-                key = base + upper_first(code)
+            for type_ref, code in zip(types, codes, strict=True):
+                key = base + upper_first(type_code(dict(type_ref, profile=[])))
                 entry = {"min": 0, "max": 1, "t": code, "choice": base}
                 if code in targets:
                     entry["targets"] = targets[code]
@@ -341,10 +344,10 @@ def extension_summary(sd: dict[str, Any]) -> dict[str, Any]:
     value_types: list[str] = []
     value_min = 0
     for element in sd["snapshot"]["element"]:
-        if element["path"] == "Extension.value[x]" and not element.get("sliceName"):
-            if element.get("max") != "0":
-                value_types = [type_code(t) for t in element.get("type", [])]
-                value_min = int(element.get("min", 0))
+        if element["path"] == "Extension.value[x]" and not element.get("sliceName") and \
+                element.get("max") != "0":
+            value_types = [type_code(t) for t in element.get("type", [])]
+            value_min = int(element.get("min", 0))
     return {"types": value_types, "min": value_min}
 
 

@@ -105,7 +105,8 @@ def _build_tree(data: bytes) -> _Node:
                    f"(line {exc.lineno}, column {exc.offset})")
         raise Invalid(message, issues=[Issue("fatal", "structure", message)]) from None
     if not root:
-        raise Invalid("the body holds no XML element", issues=[Issue("fatal", "structure", "no root element")])
+        message = "the body holds no XML element"
+        raise Invalid(message, issues=[Issue("fatal", "structure", message)])
     return root[0]
 
 
@@ -183,7 +184,8 @@ class _Converter:
 
     def resource(self, node: _Node, path: str) -> dict[str, Any] | None:
         if node.ns != FHIR_NS:
-            self.error(path or node.name, f"the element <{node.name}> is not in the FHIR namespace ({FHIR_NS}).")
+            self.error(path or node.name, f"the element <{node.name}> is not in the FHIR namespace "
+                                          f"({FHIR_NS}).")
             return None
         rtype = node.name
         if rtype not in self.defs.resource_types:
@@ -202,13 +204,13 @@ class _Converter:
         order = self.order(td)
         last = -1
         previous = ""
+        primitive_extensions = False
         for child in node.elements():
             name = child.name
             where = f"{path}.{name}"
-            if child.ns != FHIR_NS:
-                if not (name == "div" and child.ns == XHTML_NS and "div" in td.elements):
-                    self.error(where, f"{path}: element <{name}> in namespace '{child.ns}' is not allowed here.")
-                    continue
+            if child.ns != FHIR_NS and not (name == "div" and child.ns == XHTML_NS and "div" in td.elements):
+                self.error(where, f"{path}: element <{name}> in namespace '{child.ns}' is not allowed here.")
+                continue
             ed = td.elements.get(name)
             if ed is None:
                 self.error(where, f"{path} has an unknown element '{name}'.")
@@ -220,11 +222,9 @@ class _Converter:
             previous = name
             if ed.prim is not None:
                 self.primitive(child, ed, out, where)
+                primitive_extensions = primitive_extensions or ("_" + name) in out
                 continue
-            if ed.is_resource:
-                value = self.contained(child, where)
-            else:
-                value = self.complex(child, ed, where)
+            value = self.contained(child, where) if ed.is_resource else self.complex(child, ed, where)
             if value is None:
                 continue
             if ed.many:
@@ -233,6 +233,16 @@ class _Converter:
                 self.error(where, f"{where} occurs more than once, but it can occur at most once.")
             else:
                 out[name] = value
+        if primitive_extensions:
+            self.drop_null_arrays(out)
+
+    @staticmethod
+    def drop_null_arrays(out: dict[str, Any]) -> None:
+        """A repeating primitive given only through extensions is written as ``_name`` alone."""
+        for key in [k for k in out if k.startswith("_")]:
+            values = out.get(key[1:])
+            if isinstance(values, list) and all(v is None for v in values):
+                del out[key[1:]]
 
     def contained(self, node: _Node, path: str) -> dict[str, Any] | None:
         for key in node.attrs:
@@ -290,8 +300,8 @@ class _Converter:
                 if ext is not None:
                     extras.setdefault("extension", []).append(ext)
             else:
-                self.error(f"{path}.{child.name}", f"{path} has an unknown element '{child.name}' "
-                                                   f"(type {ed.type} only has a value attribute and extensions).")
+                self.error(f"{path}.{child.name}", f"{path} has an unknown element '{child.name}' (type "
+                                                   f"{ed.type} only has a value attribute and extensions).")
         key = "_" + name
         if ed.many:
             values = out.setdefault(name, [])
