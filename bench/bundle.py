@@ -71,14 +71,18 @@ def main() -> None:
         after = _counts(srv.base)
         stored = sum(after.values()) - sum(before.values())
         d = res.as_dict()
-        d["resources_per_s"] = round(res.rps * per_bundle_entries, 1)
+        ok = res.requests - res.errors_status
+        d["bundles_ok_per_s"] = round(ok / res.duration_s, 2)
+        d["resources_per_s"] = round(ok / res.duration_s * per_bundle_entries, 1)  # successful Bundles only
         d["stored_per_s_by_count"] = round(stored / res.duration_s, 1)  # cross-check (in-flight at the end)
-        d["ratio_to_echo"] = ratio(res.rps, ceiling["echo"]["rps"])
+        d["ratio_to_echo"] = ratio(d["bundles_ok_per_s"], ceiling["echo"]["rps"])
         d["ratio_to_get"] = ratio(d["resources_per_s"], ceiling["get"]["rps"])
         d["target_met"] = d["resources_per_s"] >= TARGET and res.errors_status + res.errors_socket == 0
         out["result"] = d
         out["counts_after"] = after
-        log(f"bundle load: {res.rps:.1f} Bundles/s = {d['resources_per_s']:,.0f} resources/s "
+        if res.errors_status:
+            log(f"first error: {res.extra.get('first_error')}")
+        log(f"bundle load: {d['bundles_ok_per_s']:.1f} Bundles/s = {d['resources_per_s']:,.0f} resources/s "
             f"(counted {d['stored_per_s_by_count']:,.0f}/s), p50 {res.p50_ms:.0f} ms, "
             f"p99 {res.p99_ms:.0f} ms, "
             f"non-2xx {res.errors_status}, server {d.get('server_cores')} cores")
@@ -105,8 +109,7 @@ def print_table(out: dict[str, Any]) -> None:
     print("| figure | value | ceiling | ratio | target | met |")
     print("|---|---|---|---|---|---|")
     print(f"| resources/s | {r['resources_per_s']:,.0f} | echo {echo_res:,.0f} res/s "
-          f"| {r['ratio_to_echo']:.3f} "
-          f"| ≥ {TARGET:,} | {'yes' if r['resources_per_s'] >= TARGET else 'no'} |")
+          f"| {r['ratio_to_echo']:.3f} | ≥ {TARGET:,} | {'yes' if r['target_met'] else 'no'} |")
     print(f"| resources/s vs bare GET | {r['resources_per_s']:,.0f} | GET {c['get']['rps']:,.0f} req/s "
           f"| {r['ratio_to_get']:.3f} | | |")
     print(f"| Bundle p50 / p99 | {r['p50_ms']:.0f} / {r['p99_ms']:.0f} ms | echo {c['echo']['p50_ms']:.1f} / "

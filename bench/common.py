@@ -297,7 +297,8 @@ def wrk(url: str, script: Path, *, duration: float, connections: int, threads: i
         raise RuntimeError(f"wrk failed ({proc.returncode}):\n{out}\n{err}")
     d = json.loads(line[len("WRKJSON "):])
     dur = d["duration_us"] / 1e6
-    extra = {k: v for k, v in d.items() if k in ("ops", "statuses", "bytes")}
+    keep = ("ops", "statuses", "bytes", "first_error")
+    extra = {k: v for k, v in d.items() if k in keep and v is not None}
     # the machine is shared: the 1-minute load average before and after tells whether others ran
     extra["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     if waited > 1.5:

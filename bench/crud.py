@@ -152,6 +152,7 @@ def main() -> None:
             f"ratio {mix['rps_ratio_to_ceiling']}), "
             f"p50 {res.p50_ms:.1f} ms, p99 {res.p99_ms:.1f} ms, non-2xx {res.errors_status}, "
             f"socket errors {res.errors_socket}, statuses {res.extra.get('statuses')}, "
+            f"first error {res.extra.get('first_error')}, "
             f"server {mix.get('server_cores')} cores, wrk {mix['generator_cores']} cores")
         save(name, out)
         if args.breakdown:

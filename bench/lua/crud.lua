@@ -68,7 +68,7 @@ function request()
 end
 
 function response(status, headers, body)
-  if status >= 300 then statuses[status] = (statuses[status] or 0) + 1 end
+  note_status(status, body)
   local loc = headers["location"] or headers["Location"]
   if loc then
     local rtype, id = string.match(loc, "/fhir/(%a+)/([^/]+)/_history")

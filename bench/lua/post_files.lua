@@ -26,5 +26,5 @@ function request()
 end
 
 function response(status, headers, body)
-  if status >= 300 then statuses[status] = (statuses[status] or 0) + 1 end
+  note_status(status, body)
 end
