@@ -205,13 +205,19 @@ class _Converter:
         last = -1
         previous = ""
         primitive_extensions = False
+        counts: dict[str, int] = {}
         for child in node.elements():
             name = child.name
-            where = f"{path}.{name}"
+            ed = td.elements.get(name)
+            if ed is not None and ed.many:
+                index = counts.get(name, 0)
+                counts[name] = index + 1
+                where = f"{path}.{name}[{index}]"
+            else:
+                where = f"{path}.{name}"
             if child.ns != FHIR_NS and not (name == "div" and child.ns == XHTML_NS and "div" in td.elements):
                 self.error(where, f"{path}: element <{name}> in namespace '{child.ns}' is not allowed here.")
                 continue
-            ed = td.elements.get(name)
             if ed is None:
                 self.error(where, f"{path} has an unknown element '{name}'.")
                 continue

@@ -99,15 +99,17 @@ class Run:
 
     def resource(self, res: Any, path: str, *, container: ResourceContext | None = None,
                  in_bundle: bool = False) -> ResourceContext | None:
+        label = path or "The resource"
         if type(res) is not dict:
-            self.error(path, f"{path} must be a JSON object holding a resource.", "structure")
+            self.error(path or "Resource", f"{label} must be a JSON object holding a resource.", "structure")
             return None
         rtype = res.get("resourceType")
         if rtype is None:
-            self.error(path, f"{path} has no resourceType property.", "structure")
+            self.error(path or "Resource", f"{label} has no resourceType property.", "structure")
             return None
         if not isinstance(rtype, str) or rtype not in self.defs.resource_types:
-            self.error(path, f"{path} has an unknown resource type {_show(rtype)}.", "structure")
+            where = path or (rtype if isinstance(rtype, str) else "Resource")
+            self.error(where, f"{label} has an unknown resource type {_show(rtype)}.", "structure")
             return None
         if container is None and path == "":
             path = rtype
