@@ -25,6 +25,7 @@ from carnet.fhir.validation.definitions import ElementDef, TypeDef, definitions
 FHIR_NS = "http://hl7.org/fhir"
 XHTML_NS = "http://www.w3.org/1999/xhtml"
 XML_NS = "http://www.w3.org/XML/1998/namespace"
+XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 
 _INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
@@ -39,14 +40,13 @@ class _Refused(Exception):
 class _Node:
     """An XML element: namespace, local name, attributes, children and text chunks."""
 
-    __slots__ = ("attrs", "children", "line", "name", "ns", "text")
+    __slots__ = ("attrs", "children", "name", "ns", "text")
 
-    def __init__(self, ns: str, name: str, attrs: dict[str, str], line: int) -> None:
+    def __init__(self, ns: str, name: str, attrs: dict[str, str]) -> None:
         self.ns = ns
         self.name = name
         self.attrs = attrs
         self.children: list[_Node | str] = []
-        self.line = line
         self.text = False  # holds non-whitespace text
 
     def elements(self) -> list[_Node]:
@@ -69,8 +69,8 @@ def _build_tree(data: bytes) -> _Node:
                        "allowed in FHIR XML")
 
     def start(name: str, attrs: dict[str, str]) -> None:
-        ns, local = _split(name)
-        node = _Node(ns, local, attrs, parser.CurrentLineNumber)
+        ns, _, local = name.rpartition(" ")
+        node = _Node(ns, local, attrs)
         if stack:
             stack[-1].children.append(node)
         else:
@@ -164,6 +164,7 @@ class _Converter:
         self.defs = definitions()
         self.issues: list[Issue] = []
         self.orders: dict[str, dict[str, int]] = {}
+        self.extension_def = self.defs.types["Element"].elements["extension"]
 
     def error(self, path: str, message: str, code: str = "structure") -> None:
         self.issues.append(Issue("error", code, message, [path]))
@@ -193,7 +194,10 @@ class _Converter:
             return None
         path = path or rtype
         for key in node.attrs:
-            self.error(path, f"{path}: attribute '{_split(key)[1]}' is not allowed on a resource element.")
+            ns, local = _split(key)
+            if ns == XSI_NS and not path.count("."):
+                continue  # xsi:schemaLocation and the like, on the document element
+            self.error(path, f"{path}: attribute '{local}' is not allowed on a resource element.")
         out: dict[str, Any] = {"resourceType": rtype}
         self.children(node, self.defs.types[rtype], out, path)
         return out
@@ -299,7 +303,7 @@ class _Converter:
                 self.error(path, f"{path}: attribute '{local}' is not allowed on <{name}> (type {ed.type}).")
         if node.text:
             self.error(path, f"{path}: text is not allowed inside <{name}>; use the value attribute.")
-        extension_def = self.defs.types["Element"].elements["extension"]
+        extension_def = self.extension_def
         for child in node.elements():
             if child.ns == FHIR_NS and child.name == "extension":
                 ext = self.complex(child, extension_def, f"{path}.extension")

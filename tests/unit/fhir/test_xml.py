@@ -89,6 +89,12 @@ def test_decimals_are_kept_exactly() -> None:
     assert b'"value":72.50' in jsonio.dumps(parse(OBSERVATION))
 
 
+def test_schema_location_on_the_root_is_accepted() -> None:
+    res = parse('<Patient xmlns="http://hl7.org/fhir" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+                'xsi:schemaLocation="http://hl7.org/fhir ../../schema/fhir-single.xsd"><id value="p"/></Patient>')
+    assert res == {"resourceType": "Patient", "id": "p"}
+
+
 def test_booleans_and_integers() -> None:
     res = parse('<Patient xmlns="http://hl7.org/fhir"><active value="true"/>'
                 '<multipleBirthInteger value="2"/></Patient>')

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import xml.parsers.expat
+from html.entities import name2codepoint
 from typing import Any
 
 XHTML_NS = "http://www.w3.org/1999/xhtml"
@@ -71,6 +72,18 @@ _BLOCK_IN_PARAGRAPH = re.compile(
     r"""(?:<(?!/p\s*>|(?:div|blockquote|table|ol|ul|p)[\s/>])[^<]*+)*+<(div|blockquote|table|ol|ul|p)[\s/>]""")
 
 
+_HTML_ENTITY = re.compile(r"&([A-Za-z][A-Za-z0-9]*);")
+_XML_ENTITIES = frozenset({"amp", "lt", "gt", "quot", "apos"})
+
+
+def _numeric_entity(match: re.Match[str]) -> str:
+    """HTML named entities (``&nbsp;``...) are accepted in the JSON form, as by the reference validator."""
+    name = match.group(1)
+    if name in _XML_ENTITIES or name not in name2codepoint:
+        return match.group(0)
+    return f"&#{name2codepoint[name]};"
+
+
 def check_div(text: str) -> NarrativeResult:
     """Check one narrative div; the result lists problems as sentences and the '#id' links found.
 
@@ -108,8 +121,9 @@ def check_div(text: str) -> NarrativeResult:
     parser.ProcessingInstructionHandler = refuse
     parser.ExternalEntityRefHandler = refuse  # type: ignore[assignment]
     parser.StartElementHandler = start
+    source = _HTML_ENTITY.sub(_numeric_entity, text) if "&" in text else text
     try:
-        parser.Parse(text.encode("utf-8"), True)
+        parser.Parse(source.encode("utf-8"), True)
     except _Refused as exc:
         errors.append(str(exc))
         return result
