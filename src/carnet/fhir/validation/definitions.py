@@ -197,7 +197,6 @@ class Definitions:
             url: frozenset().union(*systems.values()) for url, systems in self.value_sets.items()
         }
         self.extensions: dict[str, dict[str, Any]] = data["extensions"]
-        self.primitive_types: frozenset[str] = frozenset(data["primitives"])
         self.primitive_checks: dict[str, PrimitiveCheck] = {
             name: _primitive_check(name, raw) for name, raw in data["primitives"].items()
         }

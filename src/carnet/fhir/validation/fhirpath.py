@@ -766,11 +766,6 @@ def _iterate(items: Collection, criteria: Compiled, env: Env) -> list[tuple[Any,
     return results
 
 
-def _string_arg(args: list[Compiled], position: int, focus: Collection, env: Env) -> str | None:
-    value = _singleton(args[position](focus, env))
-    return value if isinstance(value, str) else None
-
-
 _regex_cache: dict[str, re.Pattern[str]] = {}
 
 
