@@ -70,6 +70,14 @@ def session_cpu_seconds(sid: int) -> float:
     return total / _TICK
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds spent by the whole machine (every process, PostgreSQL included), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / _TICK
+
+
 def session_pids(sid: int) -> list[int]:
     pids = []
     for entry in os.listdir("/proc"):
@@ -286,12 +294,14 @@ def wrk(url: str, script: Path, *, duration: float, connections: int, threads: i
     waited = server.wait_idle() if server else 0.0
     cpu0 = server.cpu_seconds() if server else None
     load_before = os.getloadavg()[0]
+    busy0 = machine_busy_seconds()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     _, status, rusage = os.wait4(proc.pid, 0)
     out = proc.stdout.read().decode() if proc.stdout else ""
     err = proc.stderr.read().decode() if proc.stderr else ""
     proc.returncode = os.waitstatus_to_exitcode(status)
     server_cpu = server.cpu_seconds() - cpu0 if server and cpu0 is not None else None
+    machine_busy = machine_busy_seconds() - busy0
     line = next((ln for ln in out.splitlines() if ln.startswith("WRKJSON ")), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({proc.returncode}):\n{out}\n{err}")
@@ -299,6 +309,8 @@ def wrk(url: str, script: Path, *, duration: float, connections: int, threads: i
     dur = d["duration_us"] / 1e6
     keep = ("ops", "statuses", "bytes", "first_error")
     extra = {k: v for k, v in d.items() if k in keep and v is not None}
+    # all cores busy on the machine during the run (server + database + wrk + anyone else)
+    extra["machine_busy_cores"] = round(machine_busy / dur, 2)
     # the machine is shared: the 1-minute load average before and after tells whether others ran
     extra["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     if waited > 1.5:
@@ -346,7 +358,8 @@ def machine() -> dict[str, Any]:
 
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "wrk": version(["wrk", "-v"]),
             "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "loadavg_at_start": os.getloadavg(),
-            "commit": version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])}
+            "commit": version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+            "src_modified": version(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"]) != "?"}
 
 
 @contextlib.contextmanager

@@ -73,6 +73,8 @@ def classify(frames: list[str]) -> str:
         return "waiting: idle threads, connection-pool and queue waits"
     if leaf.startswith(DRIVER_LEAVES):
         return "database: statement execution / commit in the driver (C)"
+    if "(psycopg/" in leaf or "(psycopg_binary/" in leaf or "(psycopg_pool/" in leaf:
+        return "database: psycopg waiting on PostgreSQL (round trips, execution, commit)"
     if leaf.startswith("Runner.run ") or leaf.startswith("run ("):
         return "event loop (uvloop, C: sockets, HTTP parsing)"
     for f in reversed(frames):
