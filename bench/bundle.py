@@ -27,7 +27,18 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import LUA, carnet_server, log, machine, measure_ceiling, ratio, save, workdir, wrk
+from common import (
+    LUA,
+    carnet_server,
+    log,
+    machine,
+    measure_ceiling,
+    ratio,
+    save,
+    sqlite_files,
+    workdir,
+    wrk,
+)
 from data import Loader
 
 TARGET = 1000  # resources/s
@@ -80,6 +91,8 @@ def main() -> None:
         d["target_met"] = d["resources_per_s"] >= TARGET and res.errors_status + res.errors_socket == 0
         out["result"] = d
         out["counts_after"] = after
+        if args.db == "sqlite":
+            out["sqlite_files"] = sqlite_files(work)
         if res.errors_status:
             log(f"first error: {res.extra.get('first_error')}")
         log(f"bundle load: {d['bundles_ok_per_s']:.1f} Bundles/s = {d['resources_per_s']:,.0f} resources/s "

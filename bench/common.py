@@ -38,6 +38,14 @@ PG_ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN", "host=127.0.0.1 port=5432 user=p
 PG_URL = os.environ.get("BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/{db}")
 
 
+def _terminate(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds the context managers: servers stopped, databases dropped
+
+
+signal.signal(signal.SIGTERM, _terminate)
+signal.signal(signal.SIGHUP, _terminate)
+
+
 def log(msg: str) -> None:
     print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -344,6 +352,20 @@ def measure_ceiling(workdir: Path, *, duration: float, connections: int, threads
             out["echo"] = res.as_dict()
             log(f"ceiling POST /echo (bundle bodies parsed and re-serialised): {res.rps:,.1f} req/s, "
                 f"p50 {res.p50_ms:.2f} ms, p99 {res.p99_ms:.2f} ms")
+    return out
+
+
+# -- disk -------------------------------------------------------------------------------------
+def disk_free(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+def sqlite_files(work: Path) -> dict[str, int]:
+    """Sizes of the SQLite database and its WAL (the WAL grows when checkpoints cannot reset it)."""
+    out = {}
+    for suffix, key in (("", "db_bytes"), ("-wal", "wal_bytes")):
+        p = work / "data" / f"carnet.db{suffix}"
+        out[key] = p.stat().st_size if p.exists() else 0
     return out
 
 

@@ -41,6 +41,7 @@ from common import (
     measure_ceiling,
     ratio,
     save,
+    sqlite_files,
     workdir,
     wrk,
 )
@@ -148,6 +149,8 @@ def main() -> None:
         mix["target_met"] = res.rps >= TARGET_RPS and res.p99_ms < TARGET_P99_MS \
             and res.errors_status + res.errors_socket == 0
         out["mix_result"] = mix
+        if args.db == "sqlite":
+            out["sqlite_files_after_mix"] = sqlite_files(work)
         log(f"CRUD mix: {res.rps:,.0f} req/s (ceiling {ceiling['rps']:,.0f}, "
             f"ratio {mix['rps_ratio_to_ceiling']}), "
             f"p50 {res.p50_ms:.1f} ms, p99 {res.p99_ms:.1f} ms, non-2xx {res.errors_status}, "

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import html
 import random
+import shutil
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -118,6 +120,7 @@ class LoadStats:
     server_cpu_s: float = 0.0
     errors: int = 0
     first_error: str | None = None
+    aborted: str | None = None
     latencies_ms: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -131,14 +134,15 @@ class LoadStats:
                 "bundle_p50_ms": pct(0.5), "bundle_p99_ms": pct(0.99),
                 "client_cores": round(self.client_cpu_s / self.seconds, 3) if self.seconds else 0.0,
                 "server_cores": round(self.server_cpu_s / self.seconds, 3) if self.seconds else 0.0,
-                "errors": self.errors, "first_error": self.first_error}
+                "errors": self.errors, "first_error": self.first_error, "aborted": self.aborted}
 
 
 class Loader:
     """Posts transaction Bundles with ``clients`` concurrent HTTP clients (threads, one connection each)."""
 
     def __init__(self, base: str, *, clients: int = 4, per_bundle: int = 5, sample_size: int = 1000,
-                 keep_all: bool = False, seed: int = 2026) -> None:
+                 keep_all: bool = False, seed: int = 2026, disk: Path | None = None,
+                 min_free_bytes: int = 20 * 2**30) -> None:
         self.base = base.rstrip("/") + "/fhir"
         self.clients = clients
         self.per_bundle = per_bundle
@@ -150,6 +154,8 @@ class Loader:
         self.seen = 0
         self.rng = random.Random(seed)
         self._lock = threading.Lock()
+        self.disk = disk  # stop loading when the disk holding the data gets this full
+        self.min_free_bytes = min_free_bytes
 
     def directory(self) -> list[str]:
         r = httpx.post(self.base, content=orjson.dumps(demo.directory_bundle(self.seed)), headers=FHIR_JSON,
@@ -201,6 +207,12 @@ class Loader:
         def worker() -> None:
             with httpx.Client(timeout=600, headers=FHIR_JSON) as client:
                 while not stop.is_set():
+                    if self.disk is not None and shutil.disk_usage(self.disk).free < self.min_free_bytes:
+                        with self._lock:
+                            stats.aborted = (f"stopped: less than {self.min_free_bytes / 2**30:.0f} GiB "
+                                             f"free on the data disk")
+                        stop.set()
+                        return
                     with source_lock:
                         bundle = next(source, None)
                     if bundle is None:

@@ -34,6 +34,7 @@ from common import (
     measure_ceiling,
     ratio,
     save,
+    sqlite_files,
     workdir,
     wrk,
 )
@@ -42,7 +43,7 @@ from data import QUERY_TEXT, Loader, query_paths
 
 def db_size(server: Any, db: str, work: Path) -> int:
     if db == "sqlite":
-        return sum(p.stat().st_size for p in (work / "data").glob("carnet.db*"))
+        return sum(p.stat().st_size for p in (work / "data").glob("carnet.db*"))  # WAL included
     url = server.env["CARNET_DATABASE_URL"]
     name = url.rsplit("/", 1)[1]
     out = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-Atc",
@@ -90,6 +91,8 @@ def main() -> None:
                     help="skip a scale whose estimated load time exceeds this")
     ap.add_argument("--slow-budget", type=float, default=120.0,
                     help="seconds spent timing a query too slow for wrk (sequential requests)")
+    ap.add_argument("--min-free-gb", type=float, default=20.0,
+                    help="stop loading when the data disk has less free space than this")
     ap.add_argument("--keep", action="store_true", help="keep the data folder")
     ap.add_argument("--name", default=None, help="results file name (default search-<db>)")
     args = ap.parse_args()
@@ -99,7 +102,8 @@ def main() -> None:
                            "settings": {k: v for k, v in vars(args).items() if k != "keep"},
                            "queries": QUERY_TEXT, "scales": []}
     with workdir(args.keep) as work, carnet_server(args.db, work) as srv:
-        loader = Loader(srv.base, clients=args.clients, per_bundle=args.per_bundle, sample_size=args.sample)
+        loader = Loader(srv.base, clients=args.clients, per_bundle=args.per_bundle, sample_size=args.sample,
+                        disk=work, min_free_bytes=int(args.min_free_gb * 2**30))
         loader.directory()
         loaded, load_seconds, load_resources = 0, 0.0, 0
         for stage, scale in enumerate(scales):
@@ -122,9 +126,17 @@ def main() -> None:
                 f"errors {stats.errors}")
             if stats.errors:
                 log(f"first load error: {stats.first_error}")
+            if stats.aborted or stats.errors:
+                log(f"load incomplete ({stats.aborted or 'errors'}): not measuring this scale")
+                out["incomplete"] = {"scale": scale, "load": load, "reached_resources": stats.resources,
+                                     **(sqlite_files(work) if args.db == "sqlite" else {})}
+                save(name, out)
+                break
             entry: dict[str, Any] = {"patients": scale, "load": load,
                                      "counts": {t: count(srv.base, t) for t in ("Patient", "Observation")},
                                      "db_bytes": db_size(srv, args.db, work)}
+            if args.db == "sqlite":
+                entry.update(sqlite_files(work))
             paths = query_paths(loader.sample)
             # sanity: each query answers 200 and finds its patient's data
             hits = {}
