@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, func, select
 from carnet.audit import AuditSink
 from carnet.auth.principal import Principal
 from carnet.config import Settings
+from carnet.db.engine import write_lock
 from carnet.db.tables import idx_reference, resources
 from carnet.errors import (
     CarnetError,
@@ -125,16 +126,18 @@ class FhirRouter:
                     raise NotFound("no capability statement")
                 return FhirResponse(200, self.capability())
             write = request.method in MUTATING
-            conn = self.engine.connect()
-            if write:
-                conn = conn.execution_options(carnet_write=True)
-            with conn, conn.begin():
-                repo = self.repository(conn, principal)
-                if request.method == "POST" and request.path == "":
-                    from carnet.fhir.bundles import process_bundle
+            if not write:
+                with self.engine.connect() as conn, conn.begin():
+                    return self.dispatch(self.repository(conn, principal), request)
+            with write_lock(self.engine), self.engine.connect() as conn:
+                conn.execution_options(carnet_write=True)
+                with conn.begin():
+                    repo = self.repository(conn, principal)
+                    if request.method == "POST" and request.path == "":
+                        from carnet.fhir.bundles import process_bundle
 
-                    return process_bundle(self, repo, request)
-                return self.dispatch(repo, request)
+                        return process_bundle(self, repo, request)
+                    return self.dispatch(repo, request)
         except CarnetError as exc:
             return error_response(exc)
 
