@@ -191,4 +191,7 @@ def seed(settings: Settings, engine: Engine, *, patients: int = 25, seed: int = 
                   for e in directory["entry"] if e["response"]["location"].startswith("Practitioner")]
     for bundle in patient_bundles(seed, patients, performers=performers):
         post(bundle)
+    from carnet.db.migrate import analyze
+
+    analyze(engine)
     return router.counts()

@@ -29,6 +29,21 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         conn.commit()
     if engine.dialect.name == "sqlite":
         seed_sqlite_statistics(engine)
+    else:
+        analyze(engine)
+
+
+def analyze(engine: Engine) -> None:
+    """Refresh the planner's statistics (PostgreSQL). Autovacuum does this within a minute or so
+    of large changes; a bulk load should run it before serving searches, or plans made on the
+    empty tables' statistics can cost seconds."""
+    if engine.dialect.name == "sqlite":
+        with engine.connect().execution_options(carnet_write=True) as conn:
+            conn.exec_driver_sql("PRAGMA optimize")
+            conn.commit()
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("ANALYZE")
 
 
 def _shape(table: str, index: str, columns: int) -> str:
