@@ -1,23 +1,40 @@
 """Synthetic demo data: organisations, practitioners, patients and their measures.
 
-Everything is generated from a seed (no real person): names drawn from common French names,
-test INS matricules (OID 1.2.250.1.213.1.4.10) with valid keys, RPPS numbers with their Luhn key,
-FINESS numbers. The same generator feeds the benchmarks.
+Everything is generated from a seed (no real person), names drawn from common French names.
+
+* ``carnet demo`` (:func:`seed`) loads French data in the FR Core shapes: patients whose INS
+  matricule (demo OID 1.2.250.1.213.1.4.11) agrees with their sex, birth date and birthplace, with
+  identity statuses spread over PROV, RECUP, VALI and QUAL (mostly QUAL); minors linked to a parent
+  by a RelatedPerson; practitioners of every TRE_G15 profession with RPPS numbers and PS_IdNat
+  identifiers, their PractitionerRoles, and organisations with FINESS or SIRET numbers (see
+  :mod:`carnet.demo_people`). It also writes every demo identity to the reference file of the local
+  INSi (``<data_dir>/insi/identities.json``).
+* :func:`patient_bundles` and :func:`directory_bundle` feed the benchmarks: plain patients with test
+  INS matricules (OID 1.2.250.1.213.1.4.10), unchanged so that benchmark runs stay comparable.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import random
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
 from carnet.auth.principal import Principal
 from carnet.config import Settings
+from carnet.directory import keys
 from carnet.fhir import jsonio
+from carnet.identity import nir
+
+if TYPE_CHECKING:
+    from carnet.demo_people import DemoIdentity
 
 FAMILY = ["Martin", "Bernard", "Thomas", "Petit", "Robert", "Richard", "Durand", "Dubois", "Moreau",
           "Laurent", "Simon", "Michel", "Lefèvre", "Leroy", "Roux", "David", "Bertrand", "Morel",
@@ -39,20 +56,11 @@ FINESS_SYSTEM = "http://finess.sante.gouv.fr"
 
 
 def nir_key(first13: str) -> str:
-    number = int(first13.replace("2A", "19").replace("2B", "18"))
-    return f"{97 - number % 97:02d}"
+    return nir.compute_key(first13)
 
 
 def luhn_digit(digits: str) -> str:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 0:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return str((10 - total % 10) % 10)
+    return keys.luhn_check_digit(digits)
 
 
 def _patient(rng: random.Random) -> dict[str, Any]:
@@ -172,8 +180,19 @@ def patient_bundles(seed: int, patients: int, observations: int = 19, per_bundle
             entries = []
 
 
-def seed(settings: Settings, engine: Engine, *, patients: int = 25, seed: int = 2026) -> dict[str, int]:
-    """Load the demo data through the FHIR engine (validated, indexed, like any client's data)."""
+@dataclass(frozen=True)
+class DemoSummary:
+    counts: dict[str, int]  # resources per type now in the database
+    insi_file: Path  # the reference file of the local INSi, with every demo identity
+    identities: tuple[DemoIdentity, ...]  # the patients created by this run
+
+
+def load(settings: Settings, engine: Engine, *, patients: int = 25, seed: int = 2026,
+         today: date | None = None) -> DemoSummary:
+    """Load the French demo data through the FHIR engine (validated, indexed, like any client's data)
+    and write the demo identities to the local INSi's reference file."""
+    from carnet import demo_people as people
+    from carnet.db.migrate import analyze
     from carnet.fhir.router import FhirRequest, FhirRouter
     from carnet.fhir.validation import validate
 
@@ -186,12 +205,43 @@ def seed(settings: Settings, engine: Engine, *, patients: int = 25, seed: int = 
             raise RuntimeError(f"demo data refused: {resp.json_bytes()[:500]!r}")
         return dict(jsonio.loads(resp.json_bytes()))
 
-    directory = post(directory_bundle(seed))
-    performers = [e["response"]["location"].rsplit("/_history", 1)[0]
-                  for e in directory["entry"] if e["response"]["location"].startswith("Practitioner")]
-    for bundle in patient_bundles(seed, patients, performers=performers):
-        post(bundle)
-    from carnet.db.migrate import analyze
-
+    directory = people.directory(seed)
+    post(directory.bundle)
+    identities: list[DemoIdentity] = []
+    for batch in people.patient_bundles(seed, patients, performers=directory.performers, today=today):
+        post(batch.bundle)
+        identities.extend(batch.identities)
+    insi_file = write_insi_file(settings.data_dir, identities)
     analyze(engine)
-    return router.counts()
+    return DemoSummary(router.counts(), insi_file, tuple(identities))
+
+
+def seed(settings: Settings, engine: Engine, *, patients: int = 25, seed: int = 2026) -> dict[str, int]:
+    """:func:`load`, answering the resources per type now in the database."""
+    return load(settings, engine, patients=patients, seed=seed).counts
+
+
+def insi_file(data_dir: Path) -> Path:
+    """Where the demo writes the local INSi's reference identities."""
+    return data_dir / "insi" / "identities.json"
+
+
+def write_insi_file(data_dir: Path, identities: list[DemoIdentity]) -> Path:
+    """Add ``identities`` to the local INSi's reference file (the format :class:`LocalInsi` reads),
+    keeping the identities of earlier demo runs; answers the file's path."""
+    path = insi_file(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    known: dict[tuple[str, str], dict[str, Any]] = {}
+    if path.exists():
+        with contextlib.suppress(ValueError, OSError, TypeError, KeyError):
+            for entry in json.loads(path.read_text(encoding="utf-8"))["identities"]:
+                known[(entry["matricule"], entry["oid"])] = entry
+    for identity in identities:
+        entry = identity.insi_entry()
+        known[(entry["matricule"], entry["oid"])] = entry
+    document = {"source": "carnet demo: synthetic identities, demo OID 1.2.250.1.213.1.4.11",
+                "identities": list(known.values())}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -46,6 +47,9 @@ def test_migrate_demo_and_serve(tmp_path: Path) -> None:
     r = run("demo", "--patients", "3", data=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "3 Patient" in r.stdout and "57 Observation" in r.stdout
+    assert "14 Practitioner" in r.stdout and "14 PractitionerRole" in r.stdout
+    insi = json.loads((tmp_path / "insi" / "identities.json").read_text(encoding="utf-8"))
+    assert len(insi["identities"]) == 3
     token = run("token", "--as", "system", data=tmp_path).stdout.strip()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

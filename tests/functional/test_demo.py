@@ -1,0 +1,60 @@
+"""``carnet demo``'s French data, loaded through the FHIR engine and read back over HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+from carnet import demo
+from carnet.directory import fhir as directory_fhir
+from carnet.directory import keys
+from carnet.identity import nir
+from carnet.identity.insi import InsiFound, LocalInsi
+from tests.conftest import Fhir
+
+DEMO_SYSTEM = "urn:oid:" + nir.OID_INS_NIR_DEMO
+
+
+def test_demo_patients_are_found_by_their_ins_and_verify_with_the_local_insi(fhir: Fhir, tmp_path: Path) -> None:
+    settings = fhir.backend.settings.model_copy(update={"data_dir": tmp_path})
+    summary = demo.load(settings, fhir.backend.engine, patients=8, seed=11)
+    assert summary.counts["Patient"] == 8 and summary.counts["Observation"] == 8 * 19
+    assert summary.counts["RelatedPerson"] == 2
+    assert summary.insi_file == tmp_path / "insi" / "identities.json"
+    insi = LocalInsi(summary.insi_file)
+    for identity in summary.identities:
+        assert isinstance(insi.verify(identity.matricule, identity.oid, identity.traits), InsiFound)
+        found = fhir.search_ids(f"Patient?identifier={quote(DEMO_SYSTEM + '|' + identity.matricule)}")
+        assert len(found) == (1 if identity.carries_ins else 0)
+    minors = [i for i in summary.identities if i.minor]
+    for minor in minors:
+        [child] = fhir.search_ids(f"Patient?identifier={quote(DEMO_SYSTEM + '|' + minor.matricule)}")
+        r = fhir.get(f"RelatedPerson?patient=Patient/{child}")
+        assert r.status_code == 200 and r.json()["total"] == 1
+        parent_ins = r.json()["entry"][0]["resource"]["identifier"][0]["value"]
+        assert len(fhir.search_ids(f"Patient?identifier={quote(DEMO_SYSTEM + '|' + parent_ins)}")) == 1
+
+
+def test_demo_directory_lists_every_profession_and_loads_idempotently(fhir: Fhir, tmp_path: Path) -> None:
+    settings = fhir.backend.settings.model_copy(update={"data_dir": tmp_path})
+    first = demo.load(settings, fhir.backend.engine, patients=1, seed=5)
+    system = directory_fhir.profession_system()
+    for code in keys.professions():
+        r = fhir.get(f"PractitionerRole?role={quote(system + '|' + code)}&_include=PractitionerRole:practitioner")
+        assert r.status_code == 200, r.text
+        kinds = [e["resource"]["resourceType"] for e in r.json()["entry"]]
+        assert kinds.count("PractitionerRole") == 2 and kinds.count("Practitioner") == 2, code
+    directory = demo_directory_rpps(seed=5)
+    for rpps in directory:
+        idnat = quote(directory_fhir.PS_IDNAT_SYSTEM + "|8" + rpps)
+        assert len(fhir.search_ids(f"Practitioner?identifier={idnat}")) == 1
+    second = demo.load(settings, fhir.backend.engine, patients=1, seed=5)
+    for rtype in ("Practitioner", "PractitionerRole", "Organization"):
+        assert second.counts[rtype] == first.counts[rtype]
+    assert second.counts["Patient"] == 2
+
+
+def demo_directory_rpps(seed: int) -> list[str]:
+    from carnet import demo_people
+
+    return [n for numbers in demo_people.directory(seed).rpps.values() for n in numbers]
