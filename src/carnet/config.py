@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     max_page_size: int = Field(1000, description="largest _count honoured by search")
     max_include_depth: int = Field(3, description="deepest _include:iterate / _revinclude:iterate followed")
     db_pool_size: int = Field(10, description="connections kept per process (PostgreSQL)")
+    threads: int = Field(
+        6, description="threads per process running database work; more only adds lock contention")
     log_level: str = Field("info", description="log level: debug, info, warning, error")
 
     @property

@@ -46,6 +46,37 @@ def test_update_makes_a_new_version_and_vread_returns_each(fhir: Fhir) -> None:
     assert fhir.get(f"Patient/{rid}/_history/3").status_code == 404
 
 
+def test_search_follows_updates_of_every_kind_of_indexed_value(fhir: Fhir) -> None:
+    subject = fhir.create(patient("Lefebvre"))["id"]
+    other = fhir.create(patient("Moreau"))["id"]
+    obs = fhir.create({
+        "resourceType": "Observation", "status": "final", "subject": {"reference": f"Patient/{subject}"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+        "effectiveDateTime": "2024-05-01", "valueQuantity": {"value": 70, "unit": "kg",
+                                                             "system": "http://unitsofmeasure.org", "code": "kg"}})
+    rid = obs["id"]
+    changed = dict(obs, subject={"reference": f"Patient/{other}"}, effectiveDateTime="2025-06-02",
+                   valueQuantity=dict(obs["valueQuantity"], value=72.5),
+                   code={"coding": [{"system": "http://loinc.org", "code": "29463-7"},
+                                    {"system": "http://snomed.info/sct", "code": "27113001"}]})
+    assert fhir.put(f"Observation/{rid}", json=changed).status_code == 200
+    assert fhir.search_ids(f"Observation?subject=Patient/{subject}") == []
+    assert fhir.search_ids(f"Observation?subject=Patient/{other}") == [rid]
+    assert fhir.search_ids("Observation?date=2024-05-01") == []
+    assert fhir.search_ids("Observation?date=2025-06-02") == [rid]
+    assert fhir.search_ids("Observation?value-quantity=70") == []
+    assert fhir.search_ids("Observation?value-quantity=72.5") == [rid]
+    assert fhir.search_ids("Observation?code=http://loinc.org|29463-7") == [rid]  # kept
+    assert fhir.search_ids("Observation?code=http://snomed.info/sct|27113001") == [rid]  # added
+    # the same body again changes nothing that search sees
+    assert fhir.put(f"Observation/{rid}", json=changed).status_code == 200
+    assert fhir.search_ids("Observation?code=29463-7") == [rid]
+    assert fhir.get("Observation?code=29463-7&_summary=count").json()["total"] == 1
+    back = dict(changed, code=obs["code"])
+    assert fhir.put(f"Observation/{rid}", json=back).status_code == 200
+    assert fhir.search_ids("Observation?code=http://snomed.info/sct|27113001") == []
+
+
 def test_update_as_create_with_a_client_id(fhir: Fhir) -> None:
     r = fhir.put("Patient/mon-id-1", json=patient(id="mon-id-1"))
     assert r.status_code == 201

@@ -8,7 +8,7 @@ responses in one place (:func:`error_response`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, func, select
 from carnet.audit import AuditSink
 from carnet.auth.principal import Principal
 from carnet.config import Settings
-from carnet.db.engine import write_lock
+from carnet.db.engine import committer
 from carnet.db.tables import idx_reference, resources
 from carnet.errors import (
     CarnetError,
@@ -38,6 +38,7 @@ from carnet.errors import (
 )
 from carnet.fhir import jsonio
 from carnet.fhir.search import Compiler, Include, SearchRequest, parse
+from carnet.fhir.searchparams import resource_types
 from carnet.fhir.store import Repository, Stored, Validator, check_type
 from carnet.fhir.values import http_date, instant_text, now_us
 from carnet.policy import Policy
@@ -53,6 +54,7 @@ class FhirRequest:
     query: list[tuple[str, str]] = field(default_factory=list)
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     body: Any = None  # bytes from HTTP, or an already parsed resource inside a Bundle
+    validated: bool = False  # the parsed body already passed validation
 
 
 @dataclass
@@ -125,21 +127,46 @@ class FhirRouter:
                 if self.capability is None:
                     raise NotFound("no capability statement")
                 return FhirResponse(200, self.capability())
-            write = request.method in MUTATING
-            if not write:
+            if request.method not in MUTATING or request.path.endswith("_search"):
                 with self.engine.connect() as conn, conn.begin():
                     return self.dispatch(self.repository(conn, principal), request)
-            with write_lock(self.engine), self.engine.connect() as conn:
+            request = self._prework(request)
+
+            def work(conn: Connection) -> FhirResponse:
+                repo = self.repository(conn, principal)
+                if request.method == "POST" and request.path == "":
+                    from carnet.fhir.bundles import process_bundle
+
+                    return process_bundle(self, repo, request)
+                return self.dispatch(repo, request)
+
+            group = committer(self.engine)
+            if group is not None:
+                return group.run(work)
+            with self.engine.connect() as conn:
                 conn.execution_options(carnet_write=True)
                 with conn.begin():
-                    repo = self.repository(conn, principal)
-                    if request.method == "POST" and request.path == "":
-                        from carnet.fhir.bundles import process_bundle
-
-                        return process_bundle(self, repo, request)
-                    return self.dispatch(repo, request)
+                    return work(conn)
         except CarnetError as exc:
             return error_response(exc)
+
+    def _prework(self, request: FhirRequest) -> FhirRequest:
+        """The CPU work of a write done before it queues for the database: parse the body and, for a
+        single resource, validate it, so that the write slot holds only database work."""
+        if not isinstance(request.body, bytes) or not request.body or request.path.endswith("_search"):
+            return request
+        body = self._body(request)
+        validated = False
+        parts = [p for p in request.path.split("/") if p]
+        if (self.validator is not None and isinstance(body, dict) and parts
+                and body.get("resourceType") == parts[0] and parts[0] in resource_types()
+                and ((request.method == "POST" and len(parts) == 1)
+                     or (request.method == "PUT" and len(parts) == 2))):
+            issues = self.validator(body)
+            if any(i.severity in ("error", "fatal") for i in issues):
+                raise Unprocessable(f"the {parts[0]} is not valid", issues=issues)
+            validated = True
+        return replace(request, body=body, validated=validated)
 
     def repository(self, conn: Connection, principal: Principal) -> Repository:
         return Repository(conn, principal, policy=self.policy, audit=self.audit, validator=self.validator)
@@ -226,7 +253,7 @@ class FhirRouter:
     # -- interactions -------------------------------------------------------------------------
     def create(self, repo: Repository, rtype: str, req: FhirRequest, rid: str | None = None) -> FhirResponse:
         resource = self._body(req)
-        repo.prepare(resource, rtype)
+        repo.prepare(resource, rtype, validated=req.validated)
         condition = req.headers.get("if-none-exist")
         if condition:
             found = self.match(repo, rtype, condition)
@@ -242,7 +269,7 @@ class FhirRouter:
         resource = self._body(req)
         if isinstance(resource, dict) and "id" not in resource:
             raise Invalid("the resource in an update must carry its id", expression=[f"{rtype}.id"])
-        stored, created = repo.update(rtype, rid, resource,
+        stored, created = repo.update(rtype, rid, resource, validated=req.validated,
                                       if_match=_version_from_etag(req.headers.get("if-match")))
         return self.resource_response(stored, 201 if created else 200, self._prefer(req), location=created)
 
