@@ -227,6 +227,25 @@ def carnet_server(db: str, workdir: Path, workers: int = 2, extra_env: dict[str,
             pg_drop(pg_db)
 
 
+def refresh_statistics(server: Server) -> str:
+    """After a bulk load, refresh the planner's statistics as an operator (or, within a minute or
+    so, autovacuum) would; otherwise PostgreSQL plans with the empty tables' statistics."""
+    url = server.env.get("CARNET_DATABASE_URL")
+    if not url:
+        return "sqlite: statistics seeded at migration"
+    from sqlalchemy import create_engine
+
+    from carnet.db.migrate import analyze
+
+    engine = create_engine(url)
+    try:
+        analyze(engine)
+    finally:
+        engine.dispose()
+    log("ANALYZE after the bulk load")
+    return "postgresql: ANALYZE after the bulk load"
+
+
 @contextlib.contextmanager
 def ceiling_server(workdir: Path, workers: int = 2) -> Iterator[Server]:
     port = free_port()

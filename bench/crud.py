@@ -40,6 +40,7 @@ from common import (
     machine,
     measure_ceiling,
     ratio,
+    refresh_statistics,
     save,
     sqlite_files,
     workdir,
@@ -136,6 +137,7 @@ def main() -> None:
         seed = loader.load(args.patients, server_cpu=srv.cpu_seconds)
         out["seed_load"] = seed.as_dict()
         log(f"seeded at {seed.as_dict()['resources_per_s']:,} resources/s")
+        out["statistics_refreshed"] = refresh_statistics(srv)
         data_file = work / "crud-data.lua"
         out["data"] = write_lua_data(data_file, loader)
         kw = {"connections": args.connections, "threads": args.threads}
