@@ -115,5 +115,38 @@ def config(data: Path | None) -> None:
         click.echo(f"    {row['help']}")
 
 
+@main.group()
+def directory() -> None:
+    """Directory of health professionals and organisations."""
+
+
+@directory.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@data_option
+@click.option("--batch-size", type=int, default=200, show_default=True, help="rows per transaction")
+def directory_import(file: Path, data: Path | None, batch_size: int) -> None:
+    """Load a directory extract (national directory CSV extraction, or a FHIR Bundle), idempotently."""
+    from carnet.db.engine import make_engine
+    from carnet.db.migrate import upgrade
+    from carnet.directory import services
+    from carnet.errors import CarnetError
+
+    settings = _settings(data)
+    engine = make_engine(settings)
+    upgrade(engine)
+    try:
+        source = services.open_source(file)
+        with click.progressbar(length=source.total, label=f"importing {file.name}", file=sys.stderr,
+                               show_pos=True) as bar:
+            report = services.import_source(settings, engine, source, batch_size=batch_size,
+                                            progress=bar.update)
+    except CarnetError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        engine.dispose()
+    for line in services.describe(report, unit="entry" if source.kind == "bundle" else "line"):
+        click.echo(line)
+
+
 if __name__ == "__main__":
     main()
