@@ -162,7 +162,8 @@ def test_the_ins_in_force_prefers_the_nir_and_skips_old_ones() -> None:
     p["identifier"] = [old, nia, *p["identifier"]]
     assert fhir.read_patient_ins(p).ins == fhir.InsIdentifier(MARIE_NIR, nir.OID_INS_NIR_DEMO, "official", 2)
     p["identifier"] = [old, nia]
-    assert fhir.read_patient_ins(p).ins.oid == nir.OID_INS_NIA  # type: ignore[union-attr]
+    in_force = fhir.read_patient_ins(p).ins
+    assert in_force is not None and in_force.oid == nir.OID_INS_NIA
 
 
 def test_birth_first_names_fall_back_to_given_without_the_list() -> None:
