@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     base = settings.public_base_url + "/fhir"
     router = FhirRouter(settings, engine, validator=validate,
-                        capability=lambda: capability_statement(base, started))
+                        capability=lambda: capability_statement(base, started, router.declared_operations()))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -94,3 +94,9 @@ class NotSupported(CarnetError):
 
 class TooLarge(CarnetError):
     code = "too-costly"
+
+
+class Unavailable(CarnetError):
+    """A service we depend on (INSi, a national base) cannot answer now; nothing was changed. HTTP 503."""
+
+    code = "transient"

@@ -144,3 +144,14 @@ INDEX_TABLES = {
     "reference": idx_reference,
     "uri": idx_uri,
 }
+
+# The identity facts of a patient (C1): whether INSi confirmed the traits (I), whether a high-trust
+# document was checked (C), the flags, and every transition. The Patient resource's reliability
+# extension is computed from this row; clients cannot write it.
+identity_states = Table(
+    "identity_states",
+    metadata,
+    Column("patient_id", ID, primary_key=True),
+    Column("state", LargeBinary, nullable=False),  # JSON: facts and the list of transitions
+    Column("updated", BigInteger, nullable=False),
+)

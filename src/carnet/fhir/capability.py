@@ -22,7 +22,8 @@ SEARCH_PARAM_DOCS = {
 
 
 @cache
-def capability_statement(base_url: str, date: str) -> dict[str, Any]:
+def capability_statement(base_url: str, date: str,
+                         operations: tuple[tuple[str, str, str, str], ...] = ()) -> dict[str, Any]:
     types = []
     for rtype in sorted(resource_types()):
         params = [{"name": "_id", "type": "token"}, {"name": "_lastUpdated", "type": "date"}]
@@ -44,6 +45,10 @@ def capability_statement(base_url: str, date: str) -> dict[str, Any]:
             "searchRevInclude": ["*"],
             "searchParam": params,
         })
+        ops = [{"name": name, "definition": definition or f"{base_url}/OperationDefinition/{rtype}-{name}",
+                "documentation": doc} for t, name, definition, doc in operations if t == rtype]
+        if ops:
+            types[-1]["operation"] = ops
     return {
         "resourceType": "CapabilityStatement",
         "id": "carnet",

@@ -34,12 +34,13 @@ from carnet.errors import (
     PreconditionFailed,
     TooLarge,
     Unauthenticated,
+    Unavailable,
     Unprocessable,
 )
 from carnet.fhir import jsonio
 from carnet.fhir.search import Compiler, Include, SearchRequest, parse
 from carnet.fhir.searchparams import resource_types
-from carnet.fhir.store import Repository, Stored, Validator, check_type
+from carnet.fhir.store import Repository, Stored, Validator, WriteHook, check_type
 from carnet.fhir.values import http_date, instant_text, now_us
 from carnet.policy import Policy
 
@@ -72,10 +73,25 @@ class FhirResponse:
         return jsonio.dumps(self.body)
 
 
+@dataclass(frozen=True)
+class Operation:
+    """A FHIR operation (``$name``) on a type (``Patient/$match``) or an instance
+    (``Patient/{id}/$ins-verify``). ``handler(repo, request, rid)`` runs in the request's
+    transaction; rid is None at type level."""
+
+    name: str  # with its "$"
+    resource_type: str
+    instance: bool
+    handler: Callable[[Repository, FhirRequest, str | None], FhirResponse]
+    methods: tuple[str, ...] = ("POST",)
+    description: str = ""
+    definition: str = ""  # canonical URL of the OperationDefinition
+
+
 STATUS = {
     Invalid: 400, NotSupported: 400, Unprocessable: 422, NotFound: 404, Gone: 410,
     Forbidden: 403, Unauthenticated: 401, Conflict: 409, PreconditionFailed: 412,
-    MethodNotAllowed: 405, TooLarge: 413,
+    MethodNotAllowed: 405, TooLarge: 413, Unavailable: 503,
 }
 
 
@@ -119,6 +135,21 @@ class FhirRouter:
         self.capability = capability
         self.base = settings.public_base_url + "/fhir"
         self.compiler = Compiler(self.base)
+        self.operations: dict[tuple[str, bool, str], Operation] = {}
+        self.hooks: dict[str, list[WriteHook]] = {}
+
+    def add_operation(self, op: Operation) -> None:
+        self.operations[(op.resource_type, op.instance, op.name)] = op
+
+    def declared_operations(self) -> tuple[tuple[str, str, str, str], ...]:
+        """(type, name, definition, documentation) of each operation, for the CapabilityStatement."""
+        return tuple(sorted({(o.resource_type, o.name.lstrip("$"), o.definition, o.description)
+                             for o in self.operations.values()}))
+
+    def add_hook(self, resource_type: str, hook: WriteHook) -> None:
+        """``hook(repo, resource, previous)`` runs before every create or update of the type, in
+        the write's transaction: it may amend the resource or raise to refuse the write."""
+        self.hooks.setdefault(resource_type, []).append(hook)
 
     # -- entry point --------------------------------------------------------------------------
     def handle(self, request: FhirRequest, principal: Principal) -> FhirResponse:
@@ -169,7 +200,18 @@ class FhirRouter:
         return replace(request, body=body, validated=validated)
 
     def repository(self, conn: Connection, principal: Principal) -> Repository:
-        return Repository(conn, principal, policy=self.policy, audit=self.audit, validator=self.validator)
+        return Repository(conn, principal, policy=self.policy, audit=self.audit, validator=self.validator,
+                          hooks=self.hooks)
+
+    def _operation(self, repo: Repository, req: FhirRequest, rtype: str, rid: str | None,
+                   name: str) -> FhirResponse:
+        op = self.operations.get((rtype, rid is not None, name))
+        if op is None:
+            raise NotSupported(f"the operation {name} is not supported on {rtype}"
+                               f"{'/{id}' if rid is not None else ''}")
+        if req.method not in op.methods:
+            raise MethodNotAllowed(f"{name} takes {' or '.join(op.methods)}")
+        return op.handler(repo, req, rid)
 
     def dispatch(self, repo: Repository, req: FhirRequest) -> FhirResponse:
         parts = [p for p in req.path.split("/") if p]
@@ -190,6 +232,10 @@ class FhirRouter:
                 return self.create(repo, rtype, req)
             if m in ("PUT", "PATCH", "DELETE"):
                 return self.conditional(repo, rtype, req)
+        elif n == 2 and parts[1].startswith("$"):
+            return self._operation(repo, req, rtype, None, parts[1])
+        elif n == 3 and parts[2].startswith("$"):
+            return self._operation(repo, req, rtype, parts[1], parts[2])
         elif n == 2 and parts[1] == "_search" and m == "POST":
             return self.search(repo, rtype, req.query + _form(req.body), req)
         elif n == 2 and parts[1] == "_history" and m == "GET":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,8 @@ from carnet.fhir.values import instant_text, now_us
 from carnet.policy import OpenPolicy, Policy
 
 Validator = Callable[[dict[str, Any]], list[Any]]
+# hook(repo, resource, previous): before a create (previous None) or an update of the resource's type
+WriteHook = Callable[["Repository", dict[str, Any], dict[str, Any] | None], None]
 
 # Statements built once: SQLAlchemy then only binds parameters on the hot write path.
 INSERT_RESOURCE = insert(resources)
@@ -72,12 +74,14 @@ def check_type(resource_type: str) -> None:
 
 class Repository:
     def __init__(self, conn: Connection, principal: Principal, *, policy: Policy | None = None,
-                 audit: AuditSink | None = None, validator: Validator | None = None) -> None:
+                 audit: AuditSink | None = None, validator: Validator | None = None,
+                 hooks: Mapping[str, list[WriteHook]] | None = None) -> None:
         self.conn = conn
         self.principal = principal
         self.policy = policy or OpenPolicy()
         self.audit = audit or NoAudit()
         self.validator = validator
+        self.hooks = hooks or {}
         self.deferred: dict[str, list[dict[str, Any]]] | None = None
 
     # -- batched inserts: a transaction Bundle writes its new resources in a few statements --------
@@ -237,6 +241,9 @@ class Repository:
         rtype = resource["resourceType"]
         self.policy.check_write(self.principal, "create", rtype)
         rid = rid or new_id()
+        resource["id"] = rid
+        for hook in self.hooks.get(rtype, ()):
+            hook(self, resource, None)
         when = now_us()
         content = self._stamp(resource, rid, 1, when)
         patient = self._write_index(resource, replace=False)
@@ -262,7 +269,7 @@ class Repository:
                           expression=[f"{resource_type}.id"])
         t = resources.c
         cur = self.conn.execute(
-            select(t.version, t.deleted, t.created_at)
+            select(t.version, t.deleted, t.created_at, *((t.content,) if resource_type in self.hooks else ()))
             .where(t.res_type == resource_type, t.res_id == rid, *self.visible(resource_type))
         ).first()
         if if_match is not None and (cur is None or cur.version != if_match):
@@ -271,6 +278,10 @@ class Repository:
                 f"{cur.version if cur else 'none'}")
         interaction = "create" if cur is None else "update"
         self.policy.check_write(self.principal, interaction, resource_type)
+        if resource_type in self.hooks:
+            previous = jsonio.loads(cur.content) if cur is not None and cur.content else None
+            for hook in self.hooks[resource_type]:
+                hook(self, resource, previous)
         when = now_us()
         version = 1 if cur is None else cur.version + 1
         content = self._stamp(resource, rid, version, when)
