@@ -19,8 +19,8 @@ from carnet.api.fhir import fhir_endpoint
 from carnet.config import Settings
 from carnet.db.engine import make_engine
 from carnet.fhir.capability import capability_statement
-from carnet.fhir.router import FhirRouter, status_of
-from carnet.fhir.validation import validate
+from carnet.fhir.router import status_of
+from carnet.wiring import build_router
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -74,8 +74,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     engine = make_engine(settings)
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     base = settings.public_base_url + "/fhir"
-    router = FhirRouter(settings, engine, validator=validate,
-                        capability=lambda: capability_statement(base, started, router.declared_operations()))
+    router = build_router(settings, engine)
+    router.capability = lambda: capability_statement(base, started, router.declared_operations())
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, description="connections kept per process (PostgreSQL)")
     threads: int = Field(
         6, description="threads per process running database work; more only adds lock contention")
+    insi: str = Field(
+        "", description="INS teleservice client: local:<file>, <module>:<Class>[:<argument>]; "
+        "default the local reference file <data>/insi/identities.json")
     log_level: str = Field("info", description="log level: debug, info, warning, error")
 
     @property
@@ -69,6 +72,10 @@ class Settings(BaseSettings):
         if self.base_url:
             return self.base_url.rstrip("/")
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def insi_spec(self) -> str:
+        return self.insi or f"local:{(self.data_dir / 'insi' / 'identities.json').as_posix()}"
 
     @property
     def is_sqlite(self) -> bool:

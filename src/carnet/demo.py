@@ -51,6 +51,8 @@ CITIES = [("Paris", "75056", "75011"), ("Lyon", "69123", "69003"), ("Marseille",
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 INS_TEST_OID = "urn:oid:1.2.250.1.213.1.4.10"
+INSEE_COMMUNES = "https://mos.esante.gouv.fr/NOS/TRE_R13-CommuneOM/FHIR/TRE-R13-CommuneOM"
+BIRTH_LIST_GIVEN_NAME = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-patient-birth-list-given-name"
 RPPS_OID = "urn:oid:1.2.250.1.71.4.2.1"
 FINESS_SYSTEM = "http://finess.sante.gouv.fr"
 
@@ -76,9 +78,16 @@ def _patient(rng: random.Random) -> dict[str, Any]:
     matricule = first13 + nir_key(first13)
     return {
         "resourceType": "Patient",
-        "identifier": [{"use": "official", "system": INS_TEST_OID, "value": matricule}],
+        "identifier": [{"use": "official", "type": {"coding": [{
+            "system": "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203", "code": "INS-NIR-TEST"}]},
+            "system": INS_TEST_OID, "value": matricule}],
         "active": True,
-        "name": [{"use": "official", "family": family, "given": [given, second]}],
+        "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/patient-birthPlace", "valueAddress": {
+            "extension": [{"url": "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-address-insee-code",
+                           "valueCoding": {"system": INSEE_COMMUNES, "code": insee}}], "city": city}}],
+        "name": [{"extension": [{"url": BIRTH_LIST_GIVEN_NAME, "valueString": f"{given} {second}"}],
+                  "use": "official", "family": family, "given": [given]},
+                 {"use": "usual", "family": family, "given": [given, second]}],
         "telecom": [{"system": "phone", "value": f"06{rng.randrange(10**7, 10**8)}", "use": "mobile"}],
         "gender": "female" if female else "male",
         "birthDate": born.isoformat(),
@@ -193,10 +202,10 @@ def load(settings: Settings, engine: Engine, *, patients: int = 25, seed: int = 
     and write the demo identities to the local INSi's reference file."""
     from carnet import demo_people as people
     from carnet.db.migrate import analyze
-    from carnet.fhir.router import FhirRequest, FhirRouter
-    from carnet.fhir.validation import validate
+    from carnet.fhir.router import FhirRequest
+    from carnet.wiring import build_router
 
-    router = FhirRouter(settings, engine, validator=validate)
+    router = build_router(settings, engine)
     principal = Principal.system("carnet-demo")
 
     def post(bundle: dict[str, Any]) -> dict[str, Any]:
@@ -212,8 +221,37 @@ def load(settings: Settings, engine: Engine, *, patients: int = 25, seed: int = 
         post(batch.bundle)
         identities.extend(batch.identities)
     insi_file = write_insi_file(settings.data_dir, identities)
+    _qualify(router, principal, identities)
     analyze(engine)
     return DemoSummary(router.counts(), insi_file, tuple(identities))
+
+
+def _qualify(router: Any, principal: Principal, identities: list[DemoIdentity]) -> None:
+    """Give each demo identity its status the way a hospital would: ask INSi (I) and check an
+    identity document (C) through the same operations professionals use."""
+    from carnet.fhir.router import FhirRequest
+    from carnet.identity.status import IdentityStatus
+
+    def call(method: str, path: str, query: list[tuple[str, str]] | None = None,
+             body: dict[str, Any] | None = None) -> dict[str, Any]:
+        resp = router.handle(FhirRequest(method, path, query or [], {}, jsonio.dumps(body) if body else None),
+                             principal)
+        if resp.status != 200:
+            raise RuntimeError(f"demo identity step {path} refused: {resp.json_bytes()[:500]!r}")
+        return dict(jsonio.loads(resp.json_bytes()))
+
+    for identity in identities:
+        if not identity.carries_ins:
+            continue
+        found = call("GET", "Patient", [("identifier", f"urn:oid:{identity.oid}|{identity.matricule}")])
+        for entry in found.get("entry") or []:
+            pid = entry["resource"]["id"]
+            if identity.status in (IdentityStatus.RECUP, IdentityStatus.QUAL):
+                call("POST", f"Patient/{pid}/$ins-verify")
+            if identity.status in (IdentityStatus.VALI, IdentityStatus.QUAL):
+                document = {"name": "documentType", "valueCode": "LEP" if identity.minor else "CN"}
+                call("POST", f"Patient/{pid}/$identity-check",
+                     body={"resourceType": "Parameters", "parameter": [document]})
 
 
 def seed(settings: Settings, engine: Engine, *, patients: int = 25, seed: int = 2026) -> dict[str, int]:

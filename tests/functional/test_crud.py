@@ -146,8 +146,8 @@ def test_history_type_and_system_levels(fhir: Fhir) -> None:
 
 
 def test_conditional_create_with_if_none_exist(fhir: Fhir) -> None:
-    p = patient(identifier=[{"system": "urn:oid:1.2.250.1.213.1.4.10", "value": "180047512345678"}])
-    cond = {"If-None-Exist": "identifier=urn:oid:1.2.250.1.213.1.4.10|180047512345678"}
+    p = patient(identifier=[{"system": "urn:oid:1.2.250.1.999.1.1", "value": "MRN-180047"}])
+    cond = {"If-None-Exist": "identifier=urn:oid:1.2.250.1.999.1.1|MRN-180047"}
     first = fhir.post("Patient", json=p, headers=cond)
     assert first.status_code == 201
     again = fhir.post("Patient", json=p, headers=cond)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from carnet import demo
@@ -13,6 +14,11 @@ from carnet.identity.insi import InsiFound, LocalInsi
 from tests.conftest import Fhir
 
 DEMO_SYSTEM = "urn:oid:" + nir.OID_INS_NIR_DEMO
+
+
+def identity_status(patient: dict[str, Any]) -> str:
+    [ext] = [e for e in patient["extension"] if e["url"].endswith("fr-core-identity-reliability")]
+    return str(next(p["valueCoding"]["code"] for p in ext["extension"] if p["url"] == "identityStatus"))
 
 
 def test_demo_patients_are_found_by_their_ins_and_verify_with_the_local_insi(fhir: Fhir, tmp_path: Path) -> None:
@@ -26,6 +32,12 @@ def test_demo_patients_are_found_by_their_ins_and_verify_with_the_local_insi(fhi
         assert isinstance(insi.verify(identity.matricule, identity.oid, identity.traits), InsiFound)
         found = fhir.search_ids(f"Patient?identifier={quote(DEMO_SYSTEM + '|' + identity.matricule)}")
         assert len(found) == (1 if identity.carries_ins else 0)
+        if found:  # the status was earned through $ins-verify and $identity-check, not declared
+            stored = fhir.get(f"Patient/{found[0]}").json()
+            assert identity_status(stored) == identity.status.value
+            history = fhir.get(f"Patient/{found[0]}/$identity-history").json()
+            steps = [p for p in history["parameter"] if p["name"] == "transition"]
+            assert len(steps) == {"QUAL": 2, "RECUP": 1, "VALI": 1}[identity.status.value]
     minors = [i for i in summary.identities if i.minor]
     for minor in minors:
         [child] = fhir.search_ids(f"Patient?identifier={quote(DEMO_SYSTEM + '|' + minor.matricule)}")

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import Fhir
 
-INS = "urn:oid:1.2.250.1.213.1.4.10"
+INS = "urn:oid:1.2.250.1.999.1.1"  # a hospital's local patient number (not an INS: no FR Core rules)
 LOINC = "http://loinc.org"
 
 

@@ -76,10 +76,11 @@ def import_source(settings: Settings, engine: Engine, source: Source, *, batch_s
     validated and compared with what is stored, only new or changed resources are written. ``progress``
     is called with the number of rows handled since its previous call."""
     from carnet.fhir import jsonio
-    from carnet.fhir.router import FhirRequest, FhirRouter
+    from carnet.fhir.router import FhirRequest
     from carnet.fhir.validation import validate
+    from carnet.wiring import build_router
 
-    router = FhirRouter(settings, engine, validator=validate)
+    router = build_router(settings, engine)
     principal = Principal.system("carnet-directory-import")
 
     def lookup(keys: Sequence[Key]) -> dict[Key, dict[str, Any]]:

@@ -75,6 +75,13 @@ _DOCUMENT_OF_MODE: Mapping[str, DocumentType] = MappingProxyType({
     **{v: k for k, v in _MODE_OF_DOCUMENT.items()},
     "LE": DocumentType.FAMILY_RECORD_BOOK_AND_PARENT_DOCUMENT,  # older FR Core code system
 })
+
+
+def mode_of_document(document_type: DocumentType) -> str:
+    """The FR Core validation-mode code of one of our document types."""
+    return _MODE_OF_DOCUMENT[document_type]
+
+
 # The complete fr-core-cs-mode-validation-identity code system (FR Core 2.2).
 VALIDATION_MODES = frozenset({"CN", "PA", "CS", "eCN", "IN", "AV", "LECV", "AN", "LEP", "CC", "ANCV"})
 _FLAG_CODES: Mapping[IdentityFlag, str] = MappingProxyType({IdentityFlag.DOUTEUSE: "DOUT",

@@ -1,0 +1,22 @@
+"""One place that assembles the FHIR engine with the domain services (write hooks, operations), so
+that the server, the demo loader and the CLI write through exactly the same rules."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from carnet.config import Settings
+from carnet.fhir.router import FhirRouter
+from carnet.fhir.validation import validate
+from carnet.identity.insi import load_insi
+from carnet.identity.operations import register_identity_operations
+from carnet.identity.services import IdentityService
+
+
+def build_router(settings: Settings, engine: Engine) -> FhirRouter:
+    router = FhirRouter(settings, engine, validator=validate)
+    identity = IdentityService(settings, load_insi(settings.insi_spec))
+    router.add_hook("Patient", identity.before_patient_write)
+    register_identity_operations(router, identity)
+    router.identity = identity  # type: ignore[attr-defined]
+    return router
