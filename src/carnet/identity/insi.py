@@ -30,13 +30,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from carnet.errors import CarnetError, Unprocessable
+from carnet.errors import Unavailable, Unprocessable
 from carnet.identity import nir
 from carnet.identity.matching import normalise_name
 from carnet.identity.status import Traits
 
 
-class InsiUnavailable(CarnetError):
+class InsiUnavailable(Unavailable):
     """The teleservice could not answer (down, timed out, misconfigured). Nothing may be changed."""
 
     code = "transient"
