@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from carnet.cli.identity import identity_group
 from carnet.config import Mode, Settings, describe
 
 
@@ -147,6 +148,8 @@ def directory_import(file: Path, data: Path | None, batch_size: int) -> None:
     for line in services.describe(report, unit="entry" if source.kind == "bundle" else "line"):
         click.echo(line)
 
+
+main.add_command(identity_group)
 
 if __name__ == "__main__":
     main()
