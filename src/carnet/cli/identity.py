@@ -60,13 +60,10 @@ def merge(source: str, target: str, data: Path | None, preview: bool) -> None:
     from carnet.db.migrate import upgrade
     from carnet.fhir import jsonio
     from carnet.fhir.router import FHIR_JSON, FhirRequest, FhirRouter
-    from carnet.identity.matchops import register_match_operations
 
     app = create_app(_settings(data))
     router: FhirRouter = app.state.fhir
     upgrade(router.engine)
-    if ("Patient", False, "$merge") not in router.operations:
-        register_match_operations(router)
     params: list[dict[str, object]] = [
         {"name": "source-patient", "valueReference": {"reference": _reference(source)}},
         {"name": "target-patient", "valueReference": {"reference": _reference(target)}}]
