@@ -20,7 +20,6 @@ from carnet.config import Settings
 from carnet.db.engine import make_engine
 from carnet.fhir.capability import capability_statement
 from carnet.fhir.router import status_of
-from carnet.identity.matchops import register_match_operations
 from carnet.wiring import build_router
 
 SECURITY_HEADERS = [
@@ -76,7 +75,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     base = settings.public_base_url + "/fhir"
     router = build_router(settings, engine)
-    register_match_operations(router)
     router.capability = lambda: capability_statement(base, started, router.declared_operations())
 
     @asynccontextmanager

@@ -6,9 +6,11 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from carnet.config import Settings
+from carnet.directory.hooks import check_directory_identifiers
 from carnet.fhir.router import FhirRouter
 from carnet.fhir.validation import validate
 from carnet.identity.insi import load_insi
+from carnet.identity.matchops import register_match_operations
 from carnet.identity.operations import register_identity_operations
 from carnet.identity.services import IdentityService
 
@@ -18,5 +20,8 @@ def build_router(settings: Settings, engine: Engine) -> FhirRouter:
     identity = IdentityService(settings, load_insi(settings.insi_spec))
     router.add_hook("Patient", identity.before_patient_write)
     register_identity_operations(router, identity)
+    register_match_operations(router)
+    for rtype in ("Practitioner", "PractitionerRole", "Organization"):
+        router.add_hook(rtype, check_directory_identifiers)
     router.identity = identity  # type: ignore[attr-defined]
     return router

@@ -174,6 +174,7 @@ class IdentityService:
         updated = with_insi_traits(resource, found)
         with _service_write():
             stored, _ = repo.update("Patient", pid, updated, if_match=current.version)
+        repo._record("ins-verify", "Patient", (pid,))
         return stored.resource()
 
     def check_document(self, repo: Repository, pid: str, document_type: str) -> dict[str, Any]:
@@ -216,6 +217,8 @@ class IdentityService:
         save_state(repo.conn, pid, state, existed=stored is not None)
         with _service_write():
             updated, _ = repo.update("Patient", pid, resource, if_match=version)
+        repo._record(f"identity-{state.history[-1].what.value}" if state.history else "identity", "Patient",
+                     (pid,))
         return updated.resource()
 
 
