@@ -118,6 +118,7 @@ class Fhir(httpx.Client):
     """An HTTP client on the FHIR base, with helpers that assert success."""
 
     backend: Backend
+    live: LiveServer
     base: str
 
     def create(self, resource: dict[str, Any]) -> dict[str, Any]:
@@ -142,5 +143,6 @@ def fhir(live: LiveServer, backend: Backend) -> Iterator[Fhir]:
     base = live.url + "/fhir/"
     with Fhir(base_url=base, headers={"Content-Type": "application/fhir+json"}, timeout=60) as client:
         client.backend = backend
+        client.live = live
         client.base = base.rstrip("/")
         yield client

@@ -377,6 +377,7 @@ class FhirRouter:
         query = parse_qsl(condition, keep_blank_values=True)
         req = parse(rtype, query, default_count=2, max_count=2)
         req.count = 2
+        req.driver = self.choose_driver(repo, req)
         rows = repo.conn.execute(self.compiler.page(req, repo.visible(rtype))).all()
         return [Stored(rtype, r.res_id, r.version, r.last_updated, False, r.content) for r in rows]
 
@@ -388,6 +389,7 @@ class FhirRouter:
         if sreq.snapshot is None:
             sreq.snapshot = now_us()
         visible = repo.visible(rtype)
+        sreq.driver = self.choose_driver(repo, sreq)
         bundle: dict[str, Any] = {"resourceType": "Bundle", "id": _bundle_id(), "meta": {
             "lastUpdated": instant_text(now_us())}, "type": "searchset"}
         if sreq.summary == "count":
@@ -412,6 +414,24 @@ class FhirRouter:
         bundle["entry"] = entries
         repo._record("search", rtype, tuple(s.id for s in matches), query=urlencode(query))
         return FhirResponse(200, bundle)
+
+    PROBE_CAP = 256
+
+    def choose_driver(self, repo: Repository, sreq: SearchRequest) -> int | None:
+        """The clause that should drive a search with several candidates, from how many rows each
+        matches (bounded probes of the value indexes): a family name shared by thousands must not
+        drive when the birth date is shared by three. None keeps the static ranking."""
+        candidates = self.compiler.probe_candidates(sreq)
+        if not candidates:
+            return None
+        best: tuple[int, int] | None = None
+        for i in candidates:
+            n = repo.conn.execute(self.compiler.probe(sreq, i, self.PROBE_CAP)).scalar_one()
+            if best is None or n < best[0]:
+                best = (n, i)
+            if n == 0:
+                break
+        return best[1] if best else None
 
     def _entry(self, s: Stored, mode: str, sreq: SearchRequest) -> dict[str, Any]:
         resource: Any = orjson.Fragment(s.content) if s.content is not None else None

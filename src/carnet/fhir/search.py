@@ -73,6 +73,7 @@ class SearchRequest:
     summary: str | None = None
     elements: list[str] = field(default_factory=list)
     total: str | None = None
+    driver: int | None = None  # the clause that drives the search, when chosen by probing
 
 
 def _int(name: str, value: str) -> int:
@@ -442,14 +443,34 @@ class Compiler:
                        table.c.param == p.code)
                 .scalar_subquery())
 
+    def probe_candidates(self, req: SearchRequest) -> list[int]:
+        """The clauses worth probing to choose the driver: two or more that could drive, none of
+        them certain to be the most selective (an ``_id`` always is)."""
+        ranks = [_selectivity(req.resource_type, c) for c in req.clauses]
+        if 0 in ranks:
+            return []
+        found = sorted((i for i, (c, rank) in enumerate(zip(req.clauses, ranks, strict=True))
+                        if rank < 9 and not c.chain), key=lambda i: ranks[i])
+        return found if len(found) > 1 else []
+
+    def probe(self, req: SearchRequest, index: int, cap: int) -> Select[Any]:
+        """How many index rows clause ``index`` matches, counting no further than ``cap``: a
+        bounded range scan of its value index."""
+        ids, _ = self.matching_ids(req.resource_type, req.clauses[index])
+        return select(func.count()).select_from(ids.limit(cap).subquery())
+
     def where(self, req: SearchRequest) -> list[ColumnElement[bool]]:
         r = resources.c
         conds = [r.res_type == req.resource_type, r.deleted.is_(False)]
         if req.snapshot is not None:
             conds.append(r.created_at <= req.snapshot)
-        ranked = sorted(req.clauses, key=lambda c: _selectivity(req.resource_type, c))
-        for i, c in enumerate(ranked):
-            if i == 0 and _selectivity(req.resource_type, c) < 9:
+        order = sorted(range(len(req.clauses)), key=lambda i: _selectivity(req.resource_type, req.clauses[i]))
+        if req.driver is not None:
+            order.remove(req.driver)
+            order.insert(0, req.driver)
+        for n, i in enumerate(order):
+            c = req.clauses[i]
+            if n == 0 and _selectivity(req.resource_type, c) < 9:
                 conds.append(self.clause(req.resource_type, c, r.res_id))
             else:
                 conds.append(self.check(req.resource_type, c, r.res_type, r.res_id))

@@ -8,6 +8,8 @@ sink in the same transaction.
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -64,7 +66,15 @@ class Stored:
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A server id: a UUID in the version 7 layout (RFC 9562) — 48 bits of milliseconds, then 74
+    random bits. As unguessable as a random UUID for anyone who does not hold it, and ids made one
+    after another sort together, so every index keyed by id grows at its end instead of touching a
+    random page per write."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")  # 80 bits, 74 used
+    value = ((ms & (1 << 48) - 1) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
+             | 0b10 << 62 | rand & (1 << 62) - 1)
+    return str(uuid.UUID(int=value))
 
 
 def check_type(resource_type: str) -> None:
