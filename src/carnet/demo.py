@@ -108,7 +108,7 @@ def _organization(rng: random.Random, i: int) -> dict[str, Any]:
 
 def _practitioner(rng: random.Random) -> dict[str, Any]:
     female = rng.random() < 0.5
-    base = "10" + f"{rng.randrange(10**8, 10**9)}"
+    base = "10" + f"{rng.randrange(10**7, 10**8)}"  # RPPS: 10 digits and a Luhn key
     rpps = base + luhn_digit(base)
     return {"resourceType": "Practitioner", "active": True,
             "identifier": [{"system": RPPS_OID, "value": "8" + rpps}],
