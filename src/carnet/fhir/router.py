@@ -415,12 +415,14 @@ class FhirRouter:
         repo._record("search", rtype, tuple(s.id for s in matches), query=urlencode(query))
         return FhirResponse(200, bundle)
 
-    PROBE_CAP = 256
+    PROBE_CAP = 256  # a probe counts no further
+    PROBE_ENOUGH = 32  # a driver with this few candidates is as good as any: stop probing
 
     def choose_driver(self, repo: Repository, sreq: SearchRequest) -> int | None:
         """The clause that should drive a search with several candidates, from how many rows each
-        matches (bounded probes of the value indexes): a family name shared by thousands must not
-        drive when the birth date is shared by three. None keeps the static ranking."""
+        matches (bounded probes of the value indexes, in the static ranking's order, stopping at
+        the first that matches only a few): a family name shared by thousands must not drive when
+        the birth date is shared by three. None keeps the static ranking."""
         candidates = self.compiler.probe_candidates(sreq)
         if not candidates:
             return None
@@ -429,7 +431,7 @@ class FhirRouter:
             n = repo.conn.execute(self.compiler.probe(sreq, i, self.PROBE_CAP)).scalar_one()
             if best is None or n < best[0]:
                 best = (n, i)
-            if n == 0:
+            if n <= self.PROBE_ENOUGH:
                 break
         return best[1] if best else None
 
