@@ -105,6 +105,8 @@ def test_a_typo_in_the_birth_date_or_the_name_is_still_found(client: Fhir) -> No
     assert ids(entries) == [stored["id"]] and grade(entries[0]) in ("probable", "possible")
     first_part = plain_patient("MARTIN", ["Helene"], "1984-12-30", "female")  # the compound's first part
     assert ids(match(client, first_part)) == [stored["id"]]
+    year_typo = plain_patient("Martin Dupont", ["Hélène"], "1948-12-03", "female")  # same day, other year
+    assert ids(match(client, year_typo)) == [stored["id"]]
     assert match(client, plain_patient("DURAND", ["Helene"], "1984-11-30", "female")) == []
 
 

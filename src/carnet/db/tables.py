@@ -155,3 +155,15 @@ identity_states = Table(
     Column("state", LargeBinary, nullable=False),  # JSON: facts and the list of transitions
     Column("updated", BigInteger, nullable=False),
 )
+
+# Blocking keys for identity matching ($match): a few normalised combinations of the strict traits
+# per patient (family name part, first given name, birth year or day), so that a candidate lookup is
+# one index range whatever the number of patients, and tolerates a slip in one trait.
+patient_match_keys = Table(
+    "patient_match_keys",
+    metadata,
+    Column("key", String(255), nullable=False),
+    Column("patient_id", ID, nullable=False),
+)
+Index("ix_patient_match_keys_key", patient_match_keys.c.key, patient_match_keys.c.patient_id)
+Index("ix_patient_match_keys_patient", patient_match_keys.c.patient_id)

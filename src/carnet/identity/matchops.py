@@ -1,13 +1,14 @@
 """Identity matching on the FHIR engine: ``Patient/$match``, ``Patient/$merge`` and duplicate detection.
 
 ``Patient/$match`` (http://hl7.org/fhir/OperationDefinition/Patient-match) compares the strict traits
-of the Patient given with those of candidates taken from the search index, never from a scan: the
-patients born on the same day, and those whose family name matches (whole, or one part of a compound
-name) with a first given name starting alike — so that a slip in the birth date or in the name still
-finds the record. Each candidate is scored by :func:`carnet.identity.matching.score_match`; the answer
-is a ``searchset`` Bundle ordered by score, each entry carrying ``search.score`` and the
-``match-grade`` extension; ``certainly-not`` candidates are left out. Records merged into another
-(``link`` of type ``replaced-by``) and the input resource itself (same id) are never proposed.
+of the Patient given with those of candidates taken from indexes, never from a scan: the patients
+born on the same day, and those sharing a blocking key (:mod:`carnet.identity.matchkeys`: same names
+in the same year or on the same day of another year, same first name and birth date), so that a
+slip in the birth date or in the name still finds the record. Each candidate is scored by
+:func:`carnet.identity.matching.score_match`; the answer is a ``searchset`` Bundle ordered by
+score, each entry carrying ``search.score`` and the ``match-grade`` extension; ``certainly-not``
+candidates are left out. Records merged into another (``link`` of type ``replaced-by``) and the
+input resource itself (same id) are never proposed.
 
 ``Patient/$merge`` (named as in FHIR R5: ``source-patient``, ``target-patient``, their
 ``-identifier`` forms and ``preview``) is an operator action: every resource referencing the source
@@ -27,21 +28,21 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
-from sqlalchemy import and_, exists, select, union_all
+from sqlalchemy import select
 
 from carnet.auth.principal import Kind
-from carnet.db.tables import idx_date, idx_reference, idx_string
+from carnet.db.tables import idx_date, idx_reference
 from carnet.errors import Forbidden, Invalid, Issue, NotSupported, Unprocessable
 from carnet.fhir import jsonio
 from carnet.fhir.router import FhirRequest, FhirResponse, FhirRouter, Operation, outcome
 from carnet.fhir.store import Repository, Stored, new_id
-from carnet.fhir.values import date_range, instant_text, normalise, now_us
+from carnet.fhir.values import date_range, instant_text, now_us
+from carnet.identity import matchkeys
 from carnet.identity.fhir import birth_given_names, birthplace_code, read_traits
 from carnet.identity.matching import (
     MATCH_GRADE_EXTENSION,
     MatchGrade,
     MatchResult,
-    normalise_name,
     score_match,
 )
 from carnet.identity.status import GENDERS, Traits
@@ -155,46 +156,16 @@ def replaced_by(resource: Mapping[str, Any]) -> str | None:
 
 # -- $match -----------------------------------------------------------------------------------------
 
-def _range(col: Any, prefix: str) -> Any:
-    return and_(col >= prefix, col < prefix + "\U0010ffff")
-
-
-def family_conditions(family: str, col: Any) -> list[Any]:
-    """Index conditions on a normalised family name finding the same name written with or without
-    hyphens or spaces, and compound names of which it is the first part or a whole part."""
-    words = normalise_name(family).lower().split()
-    if not words:
-        return []
-    whole = {normalise(family), " ".join(words), "-".join(words)}
-    equal = whole | {"".join(words)} | {w for w in words if len(w) > 1}
-    conds = [col.in_(sorted(equal))]
-    conds.extend(_range(col, w + sep) for w in sorted(whole) for sep in (" ", "-"))
-    return conds
-
-
 def candidate_ids(repo: Repository, traits: Traits, limit: int = CANDIDATE_LIMIT) -> list[str]:
-    """Patients born on the same day, and patients with a matching family name whose given names
-    start like the first given name: each an index lookup, bounded."""
-    d, s = idx_date.c, idx_string.c
+    """Patients born on the same day (the birth-date index), and patients sharing a blocking key
+    (same names in the same year or on the same day of another year, same first name and date:
+    :mod:`carnet.identity.matchkeys`): each an index lookup, bounded."""
+    d = idx_date.c
     low, high = date_range(traits.birth_date.isoformat()) or (0, 0)
     ids = [r.res_id for r in repo.conn.execute(
         select(d.res_id).where(d.res_type == "Patient", d.param == "birthdate", d.low >= low, d.high <= high)
         .limit(limit))]
-    conds = family_conditions(traits.birth_family_name, s.value)
-    if conds:
-        # one index range per spelling (a UNION, not an OR the planner may turn into a scan)
-        names = union_all(*(select(s.res_id).where(s.res_type == "Patient", s.param == "family", c)
-                            for c in conds)).subquery("names")
-        stmt = select(names.c.res_id)
-        given = traits.birth_given_names
-        first = normalise_name(given[0]).lower().split() if given else []
-        if first:
-            g = idx_string.alias("g")
-            # ``|| ''``: checked on the candidate's own rows (resource index), not by a range over all
-            stmt = stmt.where(exists(select(1).select_from(g).where(
-                g.c.res_type == "Patient", g.c.res_id == names.c.res_id, g.c.param == "given",
-                _range(g.c.value + "", first[0]))))
-        ids.extend(r.res_id for r in repo.conn.execute(stmt.distinct().limit(limit)))
+    ids.extend(matchkeys.candidates(repo.conn, traits, limit))
     return list(dict.fromkeys(ids))
 
 
@@ -440,7 +411,9 @@ def merge_operation(router: FhirRouter, repo: Repository, req: FhirRequest) -> F
 
 
 def register_match_operations(router: FhirRouter) -> None:
-    """Declare ``Patient/$match`` and ``Patient/$merge`` on the router."""
+    """Declare ``Patient/$match`` and ``Patient/$merge`` on the router, and keep the blocking keys
+    ``$match`` looks candidates up by."""
+    router.add_hook("Patient", matchkeys.keys_hook(patient_traits))
     router.add_operation(Operation(
         "$match", "Patient", False, lambda repo, req, rid: match_operation(router, repo, req),
         description="Scored matches of a Patient on the strict identity traits (accents, case, hyphens and "
