@@ -238,7 +238,8 @@ def _date_cond(low: Any, high: Any, value: str, name: str) -> ColumnElement[bool
         raise Invalid(f"'{text}' is not a valid date for {name}", expression=[name])
     ps, pe = rng
     if prefix == "eq":
-        return and_(low >= ps, high <= pe)
+        # low <= pe follows from high <= pe, but says it to the index: a bounded range on low
+        return and_(low >= ps, low <= pe, high <= pe)
     if prefix == "ne":
         return not_(and_(low >= ps, high <= pe))
     if prefix == "gt":

@@ -163,7 +163,8 @@ def candidate_ids(repo: Repository, traits: Traits, limit: int = CANDIDATE_LIMIT
     d = idx_date.c
     low, high = date_range(traits.birth_date.isoformat()) or (0, 0)
     ids = [r.res_id for r in repo.conn.execute(
-        select(d.res_id).where(d.res_type == "Patient", d.param == "birthdate", d.low >= low, d.high <= high)
+        select(d.res_id).where(d.res_type == "Patient", d.param == "birthdate", d.low >= low, d.low <= high,
+                             d.high <= high)
         .limit(limit))]
     ids.extend(matchkeys.candidates(repo.conn, traits, limit))
     return list(dict.fromkeys(ids))
