@@ -415,25 +415,23 @@ class FhirRouter:
         repo._record("search", rtype, tuple(s.id for s in matches), query=urlencode(query))
         return FhirResponse(200, bundle)
 
-    PROBE_CAP = 256  # a probe counts no further
-    PROBE_ENOUGH = 32  # a driver with this few candidates is as good as any: stop probing
+    PROBE_CAPS = (33, 1024)  # first round, then (only when every candidate reached it) a second
 
     def choose_driver(self, repo: Repository, sreq: SearchRequest) -> int | None:
         """The clause that should drive a search with several candidates, from how many rows each
-        matches (bounded probes of the value indexes, in the static ranking's order, stopping at
-        the first that matches only a few): a family name shared by thousands must not drive when
-        the birth date is shared by three. None keeps the static ranking."""
+        matches: one statement of bounded probes of their value indexes, a deeper second round only
+        when every candidate matches more than the first cap. A family name shared by thousands
+        must not drive when the birth date is shared by three. None keeps the static ranking
+        (also on ties, which keep the static order)."""
         candidates = self.compiler.probe_candidates(sreq)
         if not candidates:
             return None
-        best: tuple[int, int] | None = None
-        for i in candidates:
-            n = repo.conn.execute(self.compiler.probe(sreq, i, self.PROBE_CAP)).scalar_one()
-            if best is None or n < best[0]:
-                best = (n, i)
-            if n <= self.PROBE_ENOUGH:
-                break
-        return best[1] if best else None
+        for cap in self.PROBE_CAPS:
+            counts = repo.conn.execute(self.compiler.probes(sreq, candidates, cap)).one()
+            smallest = min(range(len(candidates)), key=lambda k: counts[k])
+            if counts[smallest] < cap:
+                return candidates[smallest]
+        return None
 
     def _entry(self, s: Stored, mode: str, sreq: SearchRequest) -> dict[str, Any]:
         resource: Any = orjson.Fragment(s.content) if s.content is not None else None

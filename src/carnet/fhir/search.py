@@ -454,11 +454,14 @@ class Compiler:
                         if rank < 9 and not c.chain), key=lambda i: ranks[i])
         return found if len(found) > 1 else []
 
-    def probe(self, req: SearchRequest, index: int, cap: int) -> Select[Any]:
-        """How many index rows clause ``index`` matches, counting no further than ``cap``: a
-        bounded range scan of its value index."""
-        ids, _ = self.matching_ids(req.resource_type, req.clauses[index])
-        return select(func.count()).select_from(ids.limit(cap).subquery())
+    def probes(self, req: SearchRequest, indexes: list[int], cap: int) -> Select[Any]:
+        """One statement answering, for each clause in ``indexes``, how many index rows it matches,
+        counting no further than ``cap``: bounded range scans of the value indexes."""
+        counts = []
+        for i in indexes:
+            ids, _ = self.matching_ids(req.resource_type, req.clauses[i])
+            counts.append(select(func.count()).select_from(ids.limit(cap).subquery()).scalar_subquery())
+        return select(*counts)
 
     def where(self, req: SearchRequest) -> list[ColumnElement[bool]]:
         r = resources.c
