@@ -225,6 +225,18 @@ def _selectivity(rtype: str, c: Clause) -> int:
     return 8
 
 
+def _bounded(rtype: str, c: Clause) -> bool:
+    """Whether each value of the clause is a bounded range of its value index (an equality or a
+    prefix), so that a capped probe reads no more index rows than its cap. ``date=ge2025`` is not:
+    its rows are scattered through the index, and a probe would walk everything before them."""
+    if c.param in ("_id", "_lastUpdated") or c.modifier not in ("", "exact"):
+        return False
+    ptype = params_for(rtype)[c.param].type
+    if ptype == "date":
+        return all(_prefixed(v)[0] == "eq" for v in c.values)
+    return ptype in ("string", "token", "reference", "uri")
+
+
 def _prefixed(value: str) -> tuple[str, str]:
     if len(value) > 2 and value[:2] in PREFIXES and (value[2].isdigit() or value[2] in "-+."):
         return value[:2], value[2:]
@@ -445,13 +457,15 @@ class Compiler:
                 .scalar_subquery())
 
     def probe_candidates(self, req: SearchRequest) -> list[int]:
-        """The clauses worth probing to choose the driver: two or more that could drive, none of
-        them certain to be the most selective (an ``_id`` always is)."""
+        """The clauses worth probing to choose the driver: two or more that could drive, whose
+        values are bounded index ranges, when none is an id, a reference or an identifier (those
+        drive without asking)."""
         ranks = [_selectivity(req.resource_type, c) for c in req.clauses]
-        if 0 in ranks:
+        if min(ranks, default=9) <= 2:  # an id, a reference or an identifier: selective enough
             return []
         found = sorted((i for i, (c, rank) in enumerate(zip(req.clauses, ranks, strict=True))
-                        if rank < 9 and not c.chain), key=lambda i: ranks[i])
+                        if rank < 9 and not c.chain and _bounded(req.resource_type, c)),
+                       key=lambda i: ranks[i])
         return found if len(found) > 1 else []
 
     def probes(self, req: SearchRequest, indexes: list[int], cap: int) -> Select[Any]:
