@@ -48,7 +48,8 @@ def test_round_trip_and_size(size: int) -> None:
     sealed = seal(data)
     assert len(sealed) == ciphertext_size(size, SEG) == HEADER_SIZE + size + TAG_SIZE * segment_count(size, SEG)
     assert opened(sealed) == data
-    assert data == b"" or data not in sealed
+    if size >= 16:  # a shorter plaintext may occur in random ciphertext by chance
+        assert data not in sealed
 
 
 def test_header_layout() -> None:
