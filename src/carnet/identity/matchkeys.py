@@ -49,8 +49,9 @@ def candidates(conn: Connection, traits: Traits, limit: int) -> list[str]:
     if not keys:
         return []
     t = patient_match_keys.c
-    rows = conn.execute(select(t.patient_id).where(t.key.in_(keys)).distinct().limit(limit))
-    return [r.patient_id for r in rows]
+    # no DISTINCT: the planner would rather walk the patient index in order to get it for free
+    rows = conn.execute(select(t.patient_id).where(t.key.in_(keys)).limit(limit))
+    return list(dict.fromkeys(r.patient_id for r in rows))
 
 
 def keys_hook(traits_of: Callable[[dict[str, Any]], Traits | None]) -> Callable[..., None]:
