@@ -149,6 +149,10 @@ def test_flags_forbid_the_document_check_and_keep_the_identity_provisional(insi:
     assert fhir.post(f"Patient/{pid}/$ins-verify").status_code == 422
     assert status_of(fhir.get(f"Patient/{pid}").json()) == "PROV"
     assert check_document(fhir, pid, "XX").status_code == 422  # unknown document type
+    r = fhir.post(f"Patient/{pid}/$identity-flag", json={"resourceType": "Parameters", "parameter": [
+        {"name": "flag", "valueCode": "douteuse"}, {"name": "value", "valueString": "false"}]})
+    assert r.status_code == 400 and "valueBoolean" in r.json()["issue"][0]["diagnostics"]
+    assert status_of(fhir.get(f"Patient/{pid}").json()) == "PROV"
 
 
 def test_insi_lookup_by_traits_several_none_and_unavailable(insi: Fhir) -> None:

@@ -12,21 +12,21 @@ from carnet.directory import keys
 from carnet.errors import Issue, Unprocessable
 from carnet.fhir.store import Repository
 
+
+def _sirene(value: str, *, expression: str | None = None) -> str:
+    digits = "".join(value.split())
+    if len(digits) == 14:
+        return keys.validate_siret(digits, expression=expression)
+    return keys.validate_siren(digits, expression=expression)
+
+
 _CHECKS: dict[str, Callable[..., Any]] = {
     dfhir.RPPS_SYSTEM: keys.validate_rpps,
     dfhir.FINESS_SYSTEM: keys.validate_finess,
     dfhir.PS_IDNAT_SYSTEM: keys.parse_ps_idnat,
     dfhir.STRUCTURE_IDNAT_SYSTEM: keys.parse_structure_idnat,
+    dfhir.SIRENE_SYSTEM: _sirene,
 }
-
-
-def _sirene(value: str, *, expression: str | None = None) -> str:
-    digits = "".join(value.split())
-    return keys.validate_siret(digits, expression=expression) if len(digits) == 14 else \
-        keys.validate_siren(digits, expression=expression)
-
-
-_CHECKS[dfhir.SIRENE_SYSTEM] = _sirene
 
 
 def check_directory_identifiers(repo: Repository, resource: dict[str, Any],

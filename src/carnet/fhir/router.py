@@ -86,6 +86,7 @@ class Operation:
     methods: tuple[str, ...] = ("POST",)
     description: str = ""
     definition: str = ""  # canonical URL of the OperationDefinition
+    read_only: bool = False  # runs on the read path (a snapshot), even when POSTed
 
 
 STATUS = {
@@ -158,7 +159,8 @@ class FhirRouter:
                 if self.capability is None:
                     raise NotFound("no capability statement")
                 return FhirResponse(200, self.capability())
-            if request.method not in MUTATING or request.path.endswith("_search"):
+            reads = request.method not in MUTATING or request.path.endswith("_search")
+            if reads or self._reads_only(request):
                 with self.engine.connect() as conn, conn.begin():
                     return self.dispatch(self.repository(conn, principal), request)
             request = self._prework(request)
@@ -180,6 +182,14 @@ class FhirRouter:
                     return work(conn)
         except CarnetError as exc:
             return error_response(exc)
+
+    def _reads_only(self, request: FhirRequest) -> bool:
+        """A POSTed operation that only reads (``Patient/$match``): no place in the writers' queue."""
+        parts = [p for p in request.path.split("/") if p]
+        if len(parts) not in (2, 3) or not parts[-1].startswith("$"):
+            return False
+        op = self.operations.get((parts[0], len(parts) == 3, parts[-1]))
+        return op is not None and op.read_only
 
     def _prework(self, request: FhirRequest) -> FhirRequest:
         """The CPU work of a write done before it queues for the database: parse the body and, for a

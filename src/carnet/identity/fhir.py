@@ -82,6 +82,11 @@ def mode_of_document(document_type: DocumentType) -> str:
     return _MODE_OF_DOCUMENT[document_type]
 
 
+def document_of_mode(code: str) -> DocumentType | None:
+    """Our document type for an FR Core validation-mode code (``LE``, the older code, included)."""
+    return _DOCUMENT_OF_MODE.get(code)
+
+
 # The complete fr-core-cs-mode-validation-identity code system (FR Core 2.2).
 VALIDATION_MODES = frozenset({"CN", "PA", "CS", "eCN", "IN", "AV", "LECV", "AN", "LEP", "CC", "ANCV"})
 _FLAG_CODES: Mapping[IdentityFlag, str] = MappingProxyType({IdentityFlag.DOUTEUSE: "DOUT",
@@ -164,6 +169,15 @@ def reliability_extension(status: IdentityStatus, *, document_type: DocumentType
             "system": VALIDATION_MODE_SYSTEM, "code": _MODE_OF_DOCUMENT[document_type],
             "display": document_type.label_fr}})
     return {"url": IDENTITY_RELIABILITY, "extension": parts}
+
+
+def reliability_from_state(state: IdentityState) -> dict[str, Any]:
+    """The reliability extension the facts give: status, flags and, when C holds, the document and
+    the date of the last document check (in Europe/Paris)."""
+    document = state.document_type if state.has_c else None
+    checked = _last_date(state, Event.DOCUMENT_CHECK) if document else None
+    return reliability_extension(state.status, document_type=document, flags=state.flags,
+                                 validation_date=checked)
 
 
 def build_patient(traits: Traits, *, matricule: str | None = None, oid: str = nir.OID_INS_NIR,

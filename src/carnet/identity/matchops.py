@@ -418,7 +418,8 @@ def register_match_operations(router: FhirRouter) -> None:
     router.add_operation(Operation(
         "$match", "Patient", False, lambda repo, req, rid: match_operation(router, repo, req),
         description="Scored matches of a Patient on the strict identity traits (accents, case, hyphens and "
-        "compound names tolerated); onlyCertainMatches and count honoured", definition=MATCH_DEFINITION))
+        "compound names tolerated); onlyCertainMatches and count honoured", definition=MATCH_DEFINITION,
+        read_only=True))
     router.add_operation(Operation(
         "$merge", "Patient", False, lambda repo, req, rid: merge_operation(router, repo, req),
         description="Operator merge of a duplicate: references move to the target, the source is kept "

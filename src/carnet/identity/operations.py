@@ -55,7 +55,10 @@ def register_identity_operations(router: FhirRouter, service: IdentityService) -
         if not isinstance(flag, str):
             raise Invalid("flag (douteuse or fictive) is required", expression=["Parameters.parameter"])
         present = params.get("value", True)
-        return FhirResponse(200, service.flag(repo, rid, flag, present is not False))
+        if not isinstance(present, bool):
+            raise Invalid("value must be a boolean (valueBoolean): true sets the flag, false clears it",
+                          expression=["Parameters.parameter"])
+        return FhirResponse(200, service.flag(repo, rid, flag, present))
 
     def identity_history(repo: Repository, req: FhirRequest, rid: str | None) -> FhirResponse:
         assert rid is not None

@@ -146,7 +146,8 @@ class IdentityService:
         current = repo.read("Patient", pid)
         resource = current.resource()
         traits = insfhir.read_traits(resource)
-        state = load_state(repo.conn, pid) or IdentityState()
+        stored_state = load_state(repo.conn, pid)
+        state = stored_state or IdentityState()
         if state.flags:
             flag = sorted(state.flags)[0]
             raise Unprocessable(
@@ -170,7 +171,7 @@ class IdentityService:
             nir.check_oid(found.oid, production=True)
         new_state = record_insi_verification(state, who(repo.principal), _now(),
                                              detail=f"{found.oid}|{found.matricule}")
-        save_state(repo.conn, pid, new_state, existed=load_state(repo.conn, pid) is not None)
+        save_state(repo.conn, pid, new_state, existed=stored_state is not None)
         updated = with_insi_traits(resource, found)
         with _service_write():
             stored, _ = repo.update("Patient", pid, updated, if_match=current.version)
@@ -235,17 +236,17 @@ def _traits_or_none(resource: dict[str, Any]) -> Traits | None:
         return None
 
 
-_DOCUMENT_ALIASES = {"passport": "PA", "passeport": "PA", "id-card": "CN", "cni": "CN",
-                     "residence-permit": "CS", "titre-de-sejour": "CS", "family-record-book": "LEP",
-                     "livret-de-famille": "LEP", "LE": "LEP"}
+_DOCUMENT_WORDS = {"passport": "PA", "passeport": "PA", "id-card": "CN", "cni": "CN",
+                   "residence-permit": "CS", "titre-de-sejour": "CS", "family-record-book": "LEP",
+                   "livret-de-famille": "LEP"}
 
 
 def _document(code: str) -> DocumentType:
-    wanted = _DOCUMENT_ALIASES.get(code, code)
-    for doc in DocumentType:
-        if wanted in (doc.value, doc.name, insfhir.mode_of_document(doc)):
-            return doc
-    accepted = ", ".join(sorted({insfhir.mode_of_document(d) for d in DocumentType}))
+    """A document type from its FR Core validation-mode code (or a plain word for it)."""
+    found = insfhir.document_of_mode(_DOCUMENT_WORDS.get(code, code))
+    if found is not None:
+        return found
+    accepted = ", ".join(sorted(insfhir.mode_of_document(d) for d in DocumentType))
     raise Unprocessable(f"Type de pièce d'identité inconnu « {code} » (attendu : {accepted}) / "
                         f'Unknown identity document type "{code}" (expected: {accepted})',
                         expression=["Parameters.parameter"])
@@ -253,14 +254,9 @@ def _document(code: str) -> DocumentType:
 
 def stamp_reliability(resource: dict[str, Any], state: IdentityState) -> None:
     """Put the reliability extension the facts give in place of whatever the resource declared."""
-    document = state.document_type if state.has_c else None
-    checked = [t.when for t in state.history if t.what is Event.DOCUMENT_CHECK]
-    ext = insfhir.reliability_extension(
-        state.status, document_type=document, flags=state.flags,
-        validation_date=checked[-1].astimezone(insfhir.PARIS).date() if document and checked else None)
     others = [e for e in resource.get("extension") or []
               if not (isinstance(e, dict) and e.get("url") == insfhir.IDENTITY_RELIABILITY)]
-    resource["extension"] = [ext, *others]
+    resource["extension"] = [insfhir.reliability_from_state(state), *others]
 
 
 def with_insi_traits(resource: dict[str, Any], found: InsiIdentity) -> dict[str, Any]:
