@@ -33,7 +33,7 @@ from sqlalchemy import select
 from carnet.auth.principal import Kind
 from carnet.db.tables import idx_date, idx_reference
 from carnet.errors import Forbidden, Invalid, Issue, NotSupported, Unprocessable
-from carnet.fhir import jsonio
+from carnet.fhir.parameters import Params, one, parameters, request_body
 from carnet.fhir.router import FhirRequest, FhirResponse, FhirRouter, Operation, outcome
 from carnet.fhir.store import Repository, Stored, new_id
 from carnet.fhir.values import date_range, instant_text, now_us
@@ -62,46 +62,6 @@ def _both(fr: str, en: str) -> str:
     return f"{fr} / {en}"
 
 
-# -- Parameters -------------------------------------------------------------------------------------
-
-def _body(req: FhirRequest) -> Any:
-    if req.body is None or req.body == b"" or req.body == "":
-        raise Invalid(_both("La requête n'a pas de corps : une ressource Parameters est attendue",
-                            "The request has no body: a Parameters resource is expected"))
-    if isinstance(req.body, bytes | str):
-        return jsonio.loads(req.body)
-    return req.body
-
-
-def parameters(body: Any, operation: str) -> dict[str, list[dict[str, Any]]]:
-    """The ``parameter`` entries of a Parameters resource, by name."""
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise Invalid(_both(f"{operation} attend une ressource Parameters", f"{operation} takes a Parameters "
-                            "resource"), expression=["resourceType"])
-    out: dict[str, list[dict[str, Any]]] = {}
-    for i, p in enumerate(body.get("parameter") or []):
-        if not isinstance(p, dict) or not isinstance(p.get("name"), str):
-            raise Invalid(_both("Paramètre sans nom", "Parameter without a name"),
-                          expression=[f"Parameters.parameter[{i}]"])
-        out.setdefault(p["name"], []).append(p)
-    return out
-
-
-Params = Mapping[str, list[dict[str, Any]]]
-
-
-def _one(params: Params, name: str, key: str, kind: type) -> Any:
-    found = params.get(name) or []
-    if len(found) > 1:
-        raise Invalid(_both(f"Le paramètre « {name} » est répété", f'Parameter "{name}" is repeated'),
-                      expression=[name])
-    if not found:
-        return None
-    value = found[0].get(key)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise Invalid(_both(f"Le paramètre « {name} » doit porter {key}",
-                            f'Parameter "{name}" must carry {key}'), expression=[name])
-    return value
 
 
 # -- Traits of any Patient ---------------------------------------------------------------------------
@@ -206,12 +166,12 @@ def _match_entry(base: str, m: Match) -> dict[str, Any]:
 
 
 def match_operation(router: FhirRouter, repo: Repository, req: FhirRequest) -> FhirResponse:
-    body = _body(req)
+    body = request_body(req)
     if isinstance(body, dict) and body.get("resourceType") == "Patient":
         params: dict[str, list[dict[str, Any]]] = {"resource": [{"name": "resource", "resource": body}]}
     else:
         params = parameters(body, "Patient/$match")
-    resource = _one(params, "resource", "resource", dict)
+    resource = one(params, "resource", "resource", dict)
     if resource is None:
         raise Invalid(_both("Paramètre « resource » absent : le patient à rapprocher",
                             'Parameter "resource" missing: the Patient to match'), expression=["resource"])
@@ -219,8 +179,8 @@ def match_operation(router: FhirRouter, repo: Repository, req: FhirRequest) -> F
         raise Invalid(_both(f"« resource » doit être un Patient, pas {resource.get('resourceType')}",
                             f'"resource" must be a Patient, not {resource.get("resourceType")}'),
                       expression=["resource"])
-    only_certain = _one(params, "onlyCertainMatches", "valueBoolean", bool) or False
-    count = _one(params, "count", "valueInteger", int)
+    only_certain = one(params, "onlyCertainMatches", "valueBoolean", bool) or False
+    count = one(params, "count", "valueInteger", int)
     if count is not None and count < 1:
         raise Invalid(_both("« count » doit être un entier positif", '"count" must be a positive integer'),
                       expression=["count"])
@@ -262,8 +222,8 @@ def _patient_id(router: FhirRouter, value: str, name: str) -> str:
 
 def _resolve(router: FhirRouter, repo: Repository, params: Params, role: str) -> str:
     name = f"{role}-patient"
-    reference = _one(params, name, "valueReference", dict)
-    identifier = _one(params, f"{name}-identifier", "valueIdentifier", dict)
+    reference = one(params, name, "valueReference", dict)
+    identifier = one(params, f"{name}-identifier", "valueIdentifier", dict)
     if reference is None and identifier is None:
         raise Invalid(_both(f"Paramètre « {name} » absent", f'Parameter "{name}" missing'), expression=[name])
     rid = None
@@ -347,12 +307,12 @@ def merge_operation(router: FhirRouter, repo: Repository, req: FhirRequest) -> F
     if repo.principal.kind not in MERGE_KINDS:
         raise Forbidden(_both("Seul un opérateur peut fusionner des patients", "Only an operator may merge "
                               "patients"))
-    params = parameters(_body(req), "Patient/$merge")
+    params = parameters(request_body(req), "Patient/$merge")
     if params.get("result-patient"):
         raise NotSupported(_both("« result-patient » n'est pas pris en charge : la cible est gardée telle "
                                  "quelle", '"result-patient" is not supported: the target is kept as it is'),
                            expression=["result-patient"])
-    preview = _one(params, "preview", "valueBoolean", bool) or False
+    preview = one(params, "preview", "valueBoolean", bool) or False
     source, target = _resolve(router, repo, params, "source"), _resolve(router, repo, params, "target")
     if source == target:
         raise Unprocessable(_both("Un patient ne peut être fusionné avec lui-même",

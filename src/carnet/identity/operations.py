@@ -10,29 +10,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from carnet.errors import Invalid
+from carnet.fhir.parameters import one, parameters, request_body
 from carnet.fhir.router import FhirRequest, FhirResponse, FhirRouter, Operation
 from carnet.fhir.store import Repository
 from carnet.identity.services import IdentityService
-
-
-def parameters(req: FhirRequest) -> dict[str, Any]:
-    """The ``name -> value[x]`` of a Parameters body (empty when there is no body)."""
-    body = req.body
-    if body is None or body == b"":
-        return {}
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise Invalid("the operation takes a Parameters resource", expression=["resourceType"])
-    out: dict[str, Any] = {}
-    for i, p in enumerate(body.get("parameter") or []):
-        if not isinstance(p, dict) or not isinstance(p.get("name"), str):
-            where = f"Parameters.parameter[{i}]"
-            raise Invalid(f"{where} needs a name", expression=[where])
-        values = [v for k, v in p.items() if k.startswith("value")]
-        out[p["name"]] = values[0] if values else p.get("resource")
-    return out
 
 
 def register_identity_operations(router: FhirRouter, service: IdentityService) -> None:
@@ -42,23 +24,21 @@ def register_identity_operations(router: FhirRouter, service: IdentityService) -
 
     def identity_check(repo: Repository, req: FhirRequest, rid: str | None) -> FhirResponse:
         assert rid is not None
-        doc = parameters(req).get("documentType")
-        if not isinstance(doc, str | dict):
-            raise Invalid("documentType (code) is required", expression=["Parameters.parameter"])
-        code = doc if isinstance(doc, str) else str(doc.get("code", ""))
-        return FhirResponse(200, service.check_document(repo, rid, code))
+        params = parameters(request_body(req), "Patient/$identity-check")
+        doc = one(params, "documentType", "valueCode", str)
+        if doc is None:
+            raise Invalid("documentType (valueCode: PA, CN, CS or LEP) is required",
+                          expression=["documentType"])
+        return FhirResponse(200, service.check_document(repo, rid, doc))
 
     def identity_flag(repo: Repository, req: FhirRequest, rid: str | None) -> FhirResponse:
         assert rid is not None
-        params = parameters(req)
-        flag = params.get("flag")
-        if not isinstance(flag, str):
-            raise Invalid("flag (douteuse or fictive) is required", expression=["Parameters.parameter"])
-        present = params.get("value", True)
-        if not isinstance(present, bool):
-            raise Invalid("value must be a boolean (valueBoolean): true sets the flag, false clears it",
-                          expression=["Parameters.parameter"])
-        return FhirResponse(200, service.flag(repo, rid, flag, present))
+        params = parameters(request_body(req), "Patient/$identity-flag")
+        flag = one(params, "flag", "valueCode", str)
+        if flag is None:
+            raise Invalid("flag (valueCode: douteuse or fictive) is required", expression=["flag"])
+        present = one(params, "value", "valueBoolean", bool)
+        return FhirResponse(200, service.flag(repo, rid, flag, present is not False))
 
     def identity_history(repo: Repository, req: FhirRequest, rid: str | None) -> FhirResponse:
         assert rid is not None
