@@ -167,3 +167,48 @@ patient_match_keys = Table(
 )
 Index("ix_patient_match_keys_key", patient_match_keys.c.key, patient_match_keys.c.patient_id)
 Index("ix_patient_match_keys_patient", patient_match_keys.c.patient_id)
+
+# Per-patient data keys (envelope encryption of document content, carnet.crypto): the data key
+# wrapped by a master key that lives outside the database. Destroying a row makes that patient's
+# content unreadable.
+data_keys = Table(
+    "data_keys",
+    metadata,
+    Column("patient_id", ID, primary_key=True),
+    Column("master_key_id", String(16), nullable=False),
+    Column("wrapped", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+Index("ix_data_keys_master", data_keys.c.master_key_id)
+
+# Document content (MHD): which stored blob a Binary resource stands for. The Binary resource
+# keeps only its content type and security context; the bytes live in the blob store, encrypted
+# under the patient's data key, and are checked against sha256/size on every read.
+document_contents = Table(
+    "document_contents",
+    metadata,
+    Column("binary_id", ID, primary_key=True),
+    Column("patient_id", ID, nullable=False),
+    Column("blob_key", String(64), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("sha1", String(40), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("content_type", String(255), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+Index("ix_document_contents_blob", document_contents.c.blob_key)
+Index("ix_document_contents_patient", document_contents.c.patient_id)
+
+# Producers' unique ids (DocumentEntry.uniqueId = DocumentReference.masterIdentifier, and
+# SubmissionSet.uniqueId): unique across the platform. The primary key makes two concurrent
+# submissions of one uniqueId collide in the database, not only in a prior check.
+document_unique_ids = Table(
+    "document_unique_ids",
+    metadata,
+    Column("unique_id", String(255), primary_key=True),
+    Column("kind", String(16), nullable=False),  # "document" or "submission"
+    Column("res_id", ID, nullable=False),  # DocumentReference or List id
+    Column("patient_id", ID, nullable=False),
+    Column("sha256", String(64), nullable=True),  # of the document's content
+)
