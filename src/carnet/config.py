@@ -59,6 +59,19 @@ class Settings(BaseSettings):
     insi: str = Field(
         "", description="INS teleservice client: local:<file>, <module>:<Class>[:<argument>]; "
         "default the local reference file <data>/insi/identities.json")
+    blob_url: str = Field(
+        "", description="where document content is stored: a folder (file:///path) or s3://bucket[/prefix]; "
+        "default <data>/blobs")
+    max_document_bytes: int = Field(
+        50 * 1024 * 1024, description="largest document content accepted, in bytes (larger: 413)")
+    keys_dir: Path | None = Field(
+        None, description="folder of the master key files that wrap patients' data keys; default <data>/keys")
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint for an s3:// blob_url (default AWS's)")
+    s3_region: str | None = Field(None, description="S3 region for an s3:// blob_url")
+    s3_access_key_id: str | None = Field(None, description="S3 access key id (default boto3's usual chain)")
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key")
+    blob_orphan_grace_hours: float = Field(
+        24.0, description="age after which `carnet blobs sweep` removes content no document references")
     log_level: str = Field("info", description="log level: debug, info, warning, error")
 
     @property
@@ -76,6 +89,10 @@ class Settings(BaseSettings):
     @property
     def insi_spec(self) -> str:
         return self.insi or f"local:{(self.data_dir / 'insi' / 'identities.json').as_posix()}"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.keys_dir or self.data_dir / "keys"
 
     @property
     def is_sqlite(self) -> bool:
