@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from carnet.cli.identity import identity_group
+from carnet.cli.keys import blobs_group, keys_group
 from carnet.config import Mode, Settings, describe
 
 
@@ -150,6 +151,8 @@ def directory_import(file: Path, data: Path | None, batch_size: int) -> None:
 
 
 main.add_command(identity_group)
+main.add_command(keys_group)
+main.add_command(blobs_group)
 
 if __name__ == "__main__":
     main()
