@@ -7,6 +7,7 @@ from sqlalchemy import Engine
 
 from carnet.config import Settings
 from carnet.directory.hooks import check_directory_identifiers
+from carnet.documents.wiring import register_documents
 from carnet.fhir.router import FhirRouter
 from carnet.fhir.validation import validate
 from carnet.identity.insi import load_insi
@@ -24,4 +25,5 @@ def build_router(settings: Settings, engine: Engine) -> FhirRouter:
     for rtype in ("Practitioner", "PractitionerRole", "Organization"):
         router.add_hook(rtype, check_directory_identifiers)
     router.identity = identity  # type: ignore[attr-defined]
+    router.documents = register_documents(router)  # type: ignore[attr-defined]
     return router

@@ -6,7 +6,7 @@ import logging
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from carnet.api.auth import principal_from
 from carnet.errors import CarnetError, Issue, TooLarge
@@ -48,8 +48,11 @@ async def fhir_endpoint(request: Request) -> Response:
             log.exception("unexpected error on %s /fhir/%s", request.method, path)
             resp = FhirResponse(500, outcome([Issue("fatal", "exception",
                                                     "internal error; the request changed nothing")]))
-    content = resp.json_bytes()
     headers = dict(resp.headers)
+    if resp.stream is not None:  # document content: the exact bytes, streamed
+        return StreamingResponse(resp.stream, status_code=resp.status, headers=headers,
+                                 media_type=resp.media_type or "application/octet-stream")
+    content = resp.json_bytes()
     if resp.status == 204 or (not content and resp.status < 300):
         return Response(status_code=resp.status, headers=headers)
     return Response(content, status_code=resp.status, headers=headers, media_type=CONTENT_TYPE)

@@ -42,6 +42,10 @@ def process_bundle(router: FhirRouter, repo: Repository, request: FhirRequest) -
     for i, entry in enumerate(entries):
         _check_entry(entry, i)
     if btype == "transaction":
+        for processor in router.bundle_processors:
+            answered = processor(router, repo, request, bundle)
+            if answered is not None:
+                return answered
         responses = _transaction(router, repo, entries)
     else:
         responses = _batch(router, repo, entries)
@@ -134,7 +138,10 @@ def _batch(router: FhirRouter, repo: Repository, entries: list[dict[str, Any]]) 
     return out
 
 
-def _transaction(router: FhirRouter, repo: Repository, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _transaction(router: FhirRouter, repo: Repository, entries: list[dict[str, Any]],
+                 preassigned: dict[int, str] | None = None) -> list[dict[str, Any]]:
+    """The entries' responses, in order. ``preassigned`` gives the ids of some created resources
+    (chosen before the transaction, e.g. to encrypt content under its patient's key)."""
     full_urls = [e.get("fullUrl") for e in entries if e.get("fullUrl")]
     if len(full_urls) != len(set(full_urls)):
         raise Invalid("two entries of the transaction share a fullUrl", expression=["Bundle.entry.fullUrl"])
@@ -156,7 +163,7 @@ def _transaction(router: FhirRouter, repo: Repository, entries: list[dict[str, A
                 rid = found[0].id
                 assigned[i] = None  # nothing to create
         if rid is None:
-            rid = new_id()
+            rid = (preassigned or {}).get(i) or new_id()
             assigned[i] = rid
         if entry.get("fullUrl"):
             mapping[entry["fullUrl"]] = f"{rtype}/{rid}"

@@ -7,7 +7,7 @@ responses in one place (:func:`error_response`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, func, select
 
 from carnet.audit import AuditSink
 from carnet.auth.principal import Principal
+from carnet.blobs.errors import BadRange, CorruptBlob
 from carnet.config import Settings
 from carnet.db.engine import committer
 from carnet.db.tables import idx_reference, resources
@@ -56,6 +57,7 @@ class FhirRequest:
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     body: Any = None  # bytes from HTTP, or an already parsed resource inside a Bundle
     validated: bool = False  # the parsed body already passed validation
+    context: dict[str, Any] = field(default_factory=dict)  # what prework prepared for the transaction
 
 
 @dataclass
@@ -64,6 +66,8 @@ class FhirResponse:
     body: Any = None  # a dict, bytes of JSON, or None
     headers: dict[str, str] = field(default_factory=dict)
     last_updated: int | None = None  # of the resource answered, for Bundle response entries
+    stream: Iterator[bytes] | None = None  # raw content (Binary retrieval) instead of a FHIR body
+    media_type: str | None = None  # the stream's content type
 
     def json_bytes(self) -> bytes:
         if self.body is None:
@@ -89,7 +93,14 @@ class Operation:
     read_only: bool = False  # runs on the read path (a snapshot), even when POSTed
 
 
-STATUS = {
+Handler = Callable[[Repository, FhirRequest, str | None], FhirResponse]
+# prework(router, request, principal) -> request: CPU and storage work of a write, before its transaction
+Prework = Callable[["FhirRouter", FhirRequest, Principal], FhirRequest]
+# processor(router, repo, request, bundle) -> a response when it takes the transaction Bundle
+BundleProcessor = Callable[["FhirRouter", Repository, FhirRequest, dict[str, Any]], "FhirResponse | None"]
+
+STATUS: dict[type[CarnetError], int] = {
+    BadRange: 416, CorruptBlob: 500,
     Invalid: 400, NotSupported: 400, Unprocessable: 422, NotFound: 404, Gone: 410,
     Forbidden: 403, Unauthenticated: 401, Conflict: 409, PreconditionFailed: 412,
     MethodNotAllowed: 405, TooLarge: 413, Unavailable: 503,
@@ -138,6 +149,25 @@ class FhirRouter:
         self.compiler = Compiler(self.base)
         self.operations: dict[tuple[str, bool, str], Operation] = {}
         self.hooks: dict[str, list[WriteHook]] = {}
+        self.interactions: dict[tuple[str, str, bool], Handler] = {}
+        self.preworks: list[Prework] = []
+        self.bundle_processors: list[BundleProcessor] = []
+
+    def add_interaction(self, method: str, resource_type: str, instance: bool, handler: Handler) -> None:
+        """Take over one REST interaction of a type: ``POST DocumentReference`` (instance False),
+        ``GET Binary/{id}`` (instance True). ``handler(repo, request, rid)`` runs where the default
+        would, in the request's (or the Bundle's) transaction."""
+        self.interactions[(method, resource_type, instance)] = handler
+
+    def add_prework(self, prework: Prework) -> None:
+        """``prework(router, request, principal)`` runs for every write once its body is parsed, before it
+        queues for the database: the place for slow work (storing document content)."""
+        self.preworks.append(prework)
+
+    def add_bundle_processor(self, processor: BundleProcessor) -> None:
+        """``processor(router, repo, request, bundle)`` sees every posted transaction Bundle first
+        and may answer it (an IHE MHD Provide Document Bundle) or refuse it."""
+        self.bundle_processors.append(processor)
 
     def add_operation(self, op: Operation) -> None:
         self.operations[(op.resource_type, op.instance, op.name)] = op
@@ -163,7 +193,7 @@ class FhirRouter:
             if reads or self._reads_only(request):
                 with self.engine.connect() as conn, conn.begin():
                     return self.dispatch(self.repository(conn, principal), request)
-            request = self._prework(request)
+            request = self._prework(request, principal)
 
             def work(conn: Connection) -> FhirResponse:
                 repo = self.repository(conn, principal)
@@ -191,12 +221,17 @@ class FhirRouter:
         op = self.operations.get((parts[0], len(parts) == 3, parts[-1]))
         return op is not None and op.read_only
 
-    def _prework(self, request: FhirRequest) -> FhirRequest:
+    def _prework(self, request: FhirRequest, principal: Principal) -> FhirRequest:
         """The CPU work of a write done before it queues for the database: parse the body and, for a
         single resource, validate it, so that the write slot holds only database work."""
         if not isinstance(request.body, bytes) or not request.body or request.path.endswith("_search"):
             return request
         body = self._body(request)
+        if self.preworks:
+            request = replace(request, body=body)
+            for prework in self.preworks:
+                request = prework(self, request, principal)
+            body = request.body
         validated = False
         parts = [p for p in request.path.split("/") if p]
         if (self.validator is not None and isinstance(body, dict) and parts
@@ -235,6 +270,10 @@ class FhirRouter:
         rtype = parts[0]
         check_type(rtype)
         n = len(parts)
+        if n <= 2 and (parts[-1] if n == 2 else "")[:1] not in ("$", "_"):
+            handler = self.interactions.get((m, rtype, n == 2))
+            if handler is not None and (n == 2 or not req.query or m == "POST"):
+                return handler(repo, req, parts[1] if n == 2 else None)
         if n == 1:
             if m == "GET":
                 return self.search(repo, rtype, req.query, req)

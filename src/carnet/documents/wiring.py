@@ -1,0 +1,26 @@
+"""Plug the documents capability (IHE MHD Document Recipient and Responder) into the FHIR engine."""
+
+from __future__ import annotations
+
+from carnet.documents.lifecycle import Lifecycle
+from carnet.documents.mhd import DocumentService
+from carnet.documents.retrieve import Retrieval
+from carnet.documents.storage import open_document_store
+from carnet.fhir.router import FhirRouter
+
+
+def register_documents(router: FhirRouter) -> DocumentService:
+    store = open_document_store(router.settings, router.engine)
+    service = DocumentService(router.settings, store)
+    router.add_prework(service.prework)
+    router.add_bundle_processor(service.process_bundle)
+    router.add_interaction("POST", "DocumentReference", False,
+                           lambda repo, req, rid: service.simplified_publish(router, repo, req, rid))
+    lifecycle = Lifecycle(router)
+    router.add_interaction("PATCH", "DocumentReference", True, lifecycle.patch)
+    router.add_interaction("DELETE", "DocumentReference", True, lifecycle.delete)
+    router.add_interaction("PUT", "DocumentReference", True, lifecycle.refuse_put)
+    for method, instance in (("POST", False), ("PUT", True), ("PATCH", True), ("DELETE", True)):
+        router.add_interaction(method, "Binary", instance, lifecycle.refuse_binary_write)
+    router.add_interaction("GET", "Binary", True, Retrieval(router, store).read)
+    return service
