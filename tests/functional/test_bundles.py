@@ -174,7 +174,18 @@ def _refs(node: Any) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("name", ["Bundle-hla-1.json", "Bundle-xds.json", "Bundle-ussg-fht.json"])
+def test_documents_outside_mhd_are_refused_and_nothing_is_stored(fhir: Fhir) -> None:
+    """The spec's XDS example posts a DocumentReference without a SubmissionSet: documents enter a
+    record only through an MHD publication (ITI-65/ITI-105), where the French rules are checked."""
+    bundle = load(EXAMPLES / "Bundle-xds.json")
+    resp = fhir.post("", json=bundle)
+    assert resp.status_code == 422, resp.text
+    assert "ITI-65" in resp.json()["issue"][0]["diagnostics"]
+    assert fhir.get("DocumentReference?_summary=count").json()["total"] == 0
+    assert fhir.get("Patient?_summary=count").json()["total"] == 0
+
+
+@pytest.mark.parametrize("name", ["Bundle-hla-1.json", "Bundle-ussg-fht.json"])
 def test_spec_transaction_examples_load(fhir: Fhir, name: str) -> None:
     bundle = load(EXAMPLES / name)
     resp = fhir.bundle(bundle)

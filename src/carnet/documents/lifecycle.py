@@ -20,10 +20,10 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 import jsonpatch
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from carnet.auth.principal import Kind
-from carnet.db.tables import document_unique_ids
+from carnet.db.tables import document_contents, document_unique_ids
 from carnet.documents import valuesets
 from carnet.errors import Conflict, Forbidden, Invalid, MethodNotAllowed, Unprocessable
 from carnet.fhir import jsonio
@@ -232,8 +232,19 @@ class Lifecycle:
             )
         )
 
-    @staticmethod
-    def refuse_binary_write(repo: Repository, req: FhirRequest, rid: str | None) -> FhirResponse:
+    def binary_write(self, repo: Repository, req: FhirRequest, rid: str | None) -> FhirResponse:
+        """Binaries that hold document content are immutable; other Binaries are plain resources."""
+        from carnet.fhir.router import FhirResponse
+
+        assert rid is not None
+        t = document_contents.c
+        if repo.conn.execute(select(t.binary_id).where(t.binary_id == rid)).first() is None:
+            if req.method == "PUT":
+                return self.router.update(repo, "Binary", rid, req)
+            if req.method == "PATCH":
+                return self.router.patch(repo, "Binary", rid, req)
+            repo.delete("Binary", rid)
+            return FhirResponse(204)
         raise MethodNotAllowed(
             _t(
                 "Le contenu d'un document est immuable ; il se publie par ITI-65 ou ITI-105",

@@ -70,14 +70,20 @@ class Retrieval:
         assert rid is not None
         stored = repo.read("Binary", rid)
         found = self.content_ref(repo, rid)
-        if found is None:  # a Binary without document content: the resource as stored
-            return self.router.resource_response(stored, 200)
-        patient_id, ref, content_type = found
-        blobs = self.store.for_patient(patient_id)
         accept = req.headers.get("accept", "")
         fmt = dict(req.query).get("_format", "")
+        wants_fhir = "fhir+json" in accept or fmt in ("json", "application/fhir+json", "application/json")
+        if found is None:  # a plain Binary resource (not document content)
+            resource = stored.resource()
+            if wants_fhir or not isinstance(resource.get("data"), str):
+                return self.router.resource_response(stored, 200)
+            data = base64.b64decode(resource["data"])
+            return FhirResponse(200, None, {"ETag": stored.etag, "Content-Length": str(len(data))},
+                                stream=iter([data]), media_type=resource.get("contentType"))
+        patient_id, ref, content_type = found
+        blobs = self.store.for_patient(patient_id)
         headers = {"ETag": stored.etag, "Accept-Ranges": "bytes"}
-        if "fhir+json" in accept or fmt in ("json", "application/fhir+json", "application/json"):
+        if wants_fhir:
             resource = stored.resource()
             resource["data"] = base64.b64encode(b"".join(blobs.open(ref))).decode("ascii")
             return FhirResponse(200, jsonio.dumps(resource), {"ETag": stored.etag})

@@ -20,7 +20,7 @@ def register_documents(router: FhirRouter) -> DocumentService:
     router.add_interaction("PATCH", "DocumentReference", True, lifecycle.patch)
     router.add_interaction("DELETE", "DocumentReference", True, lifecycle.delete)
     router.add_interaction("PUT", "DocumentReference", True, lifecycle.refuse_put)
-    for method, instance in (("POST", False), ("PUT", True), ("PATCH", True), ("DELETE", True)):
-        router.add_interaction(method, "Binary", instance, lifecycle.refuse_binary_write)
+    for method in ("PUT", "PATCH", "DELETE"):
+        router.add_interaction(method, "Binary", True, lifecycle.binary_write)
     router.add_interaction("GET", "Binary", True, Retrieval(router, store).read)
     return service
