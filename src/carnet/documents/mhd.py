@@ -592,6 +592,7 @@ class DocumentService:
                 f"{where}.reference",
                 "value",
             )
+        subject["reference"] = f"Patient/{parts[1]}"  # the record's own form of the reference
         return parts[1]
 
     def _patient(
