@@ -14,7 +14,8 @@ SEARCH_PARAM_DOCS = {
     "string": "default (starts with, case and accent insensitive), :exact, :contains, :missing",
     "token": "code, system|code, |code, system|, :not, :text, :of-type (identifiers), :missing",
     "date": "prefixes eq ne gt lt ge le sa eb ap, partial dates, periods, :missing",
-    "reference": "Type/id, id, absolute URL, :Type, :identifier, one-level chains, :missing",
+    "reference": "Type/id, id, absolute URL, :Type, :identifier, one-level chains (also evaluated inside "
+                 "contained resources), :missing",
     "number": "prefixes eq ne gt lt ge le sa eb ap, implicit precision, :missing",
     "quantity": "[prefix]number|system|code, :missing",
     "uri": "exact, :below, :above, :missing",
@@ -27,7 +28,8 @@ def capability_statement(base_url: str, date: str,
     types = []
     for rtype in sorted(resource_types()):
         params = [{"name": "_id", "type": "token"}, {"name": "_lastUpdated", "type": "date"}]
-        params += [{"name": p.code, "type": p.type, "documentation": SEARCH_PARAM_DOCS[p.type]}
+        params += [{"name": p.code, **({"definition": p.definition} if p.definition else {}),
+                    "type": p.type, "documentation": SEARCH_PARAM_DOCS[p.type]}
                    for p in sorted(params_for(rtype).values(), key=lambda p: p.code)]
         ref_params = [p.code for p in params_for(rtype).values() if p.type == "reference"]
         types.append({

@@ -25,30 +25,82 @@ def patient_of(resource: dict[str, Any], rows: Rows) -> str | None:
     return None
 
 
+PARAM_MAX = 64  # the length of the index tables' ``param`` column
+
+
+def contained_param(ref_param: str, contained_type: str, code: str) -> str:
+    """The ``param`` of the index rows a container holds for the resources it contains: a chain
+    ``author.given`` through ``author: #in-author`` (a contained Practitioner) reads the
+    container's rows ``author:Practitioner.given``. No search parameter code has ``:`` or ``.``."""
+    return f"{ref_param}:{contained_type}.{code}"
+
+
 def index_rows(resource: dict[str, Any]) -> Rows:
     rtype = resource["resourceType"]
     rid = resource["id"]
     rows: Rows = {}
-    for param in params_for(rtype).values():
+    params = params_for(rtype)
+    references: list[tuple[str, list[Any]]] = []
+    for param in params.values():
         values = param.extract(resource)
-        if not values:
-            continue
-        if any(isinstance(v, dict) and "url" in v for v in values):
-            values = extension_values(values)
-        maker = _MAKERS[param.type]
-        out = rows.setdefault(param.type, [])
-        seen: set[tuple[Any, ...]] = set()
-        for value in values:
-            for row in maker(value):
-                key = tuple(row.values())
-                if key in seen:
-                    continue
-                seen.add(key)
-                row["res_type"] = rtype
-                row["res_id"] = rid
-                row["param"] = param.code
-                out.append(row)
+        if values:
+            _add_rows(rows, rtype, rid, param.code, param.type, values)
+            if param.type == "reference":
+                references.append((param.code, values))
+    if resource.get("contained"):
+        _contained_rows(resource, references, rows, {p.type for p in params.values()})
     return rows
+
+
+def _add_rows(rows: Rows, rtype: str, rid: str, code: str, ptype: str, values: list[Any]) -> None:
+    if any(isinstance(v, dict) and "url" in v for v in values):
+        values = extension_values(values)
+    maker = _MAKERS[ptype]
+    out = rows.setdefault(ptype, [])
+    seen: set[tuple[Any, ...]] = set()
+    for value in values:
+        for row in maker(value):
+            key = tuple(row.values())
+            if key in seen:
+                continue
+            seen.add(key)
+            row["res_type"] = rtype
+            row["res_id"] = rid
+            row["param"] = code
+            out.append(row)
+
+
+def _contained_rows(resource: dict[str, Any], references: list[tuple[str, list[Any]]], rows: Rows,
+                    kinds: set[str]) -> None:
+    """Index, under the container, the resources it contains that one of its reference parameters
+    points to (``"reference": "#id"``), so that chained searches are evaluated inside contained
+    resources as FHIR requires: MHD's authors (``author.given``) are usually contained Practitioners.
+    Only the kinds of index the container's type has are written: they are the ones the store
+    clears and rewrites for it."""
+    contained = {c.get("id"): c for c in resource.get("contained") or ()
+                 if isinstance(c, dict) and isinstance(c.get("id"), str)
+                 and isinstance(c.get("resourceType"), str)}
+    if not contained:
+        return
+    rtype, rid = resource["resourceType"], resource["id"]
+    done: set[tuple[str, str]] = set()
+    for ref_code, values in references:
+        for value in values:
+            ref = value.get("reference") if isinstance(value, dict) else None
+            if not isinstance(ref, str) or not ref.startswith("#") or (ref_code, ref) in done:
+                continue
+            done.add((ref_code, ref))
+            inner = contained.get(ref[1:])
+            if inner is None:
+                continue
+            ctype = inner["resourceType"]
+            for param in params_for(ctype).values():
+                name = contained_param(ref_code, ctype, param.code)
+                if param.code.startswith("_") or param.type not in kinds or len(name) > PARAM_MAX:
+                    continue
+                found = param.extract(inner)
+                if found:
+                    _add_rows(rows, rtype, rid, name, param.type, found)
 
 
 def _strings(value: Any) -> list[dict[str, Any]]:

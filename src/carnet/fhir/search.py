@@ -23,10 +23,12 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    union_all,
 )
 
 from carnet.db.tables import INDEX_TABLES, idx_reference, resources
 from carnet.errors import Invalid, NotSupported
+from carnet.fhir.indexer import contained_param
 from carnet.fhir.searchparams import SearchParam, params_for, resource_types
 from carnet.fhir.values import date_range, normalise, number_range
 
@@ -114,17 +116,30 @@ def parse(resource_type: str, query: list[tuple[str, str]], *, default_count: in
             if not any(base in params_for(t) or base in ("_id", "_lastUpdated") for t in targets):
                 raise NotSupported(f"'{base}' is not a search parameter of {', '.join(targets)}",
                                    expression=[name])
+            if not any(_modifier_allowed(t, base, modifier) for t in targets):
+                raise NotSupported(f"the modifier ':{modifier}' is not supported on '{base}'",
+                                   expression=[name])
         elif base not in known and base not in ("_id", "_lastUpdated"):
             raise NotSupported(f"'{base}' is not a supported search parameter of {resource_type}",
                                expression=[name])
-        else:
-            ptype = "token" if base == "_id" else "date" if base == "_lastUpdated" else known[base].type
-            allowed = _MODIFIERS[ptype]
-            if modifier not in allowed and not (ptype == "reference" and modifier in resource_types()):
-                raise NotSupported(f"the modifier ':{modifier}' is not supported on '{base}'",
-                                   expression=[name])
+        elif not _modifier_allowed(resource_type, base, modifier):
+            raise NotSupported(f"the modifier ':{modifier}' is not supported on '{base}'",
+                               expression=[name])
         req.clauses.append(Clause(base, modifier, _split_values(value), chain))
     return req
+
+
+def _modifier_allowed(resource_type: str, base: str, modifier: str) -> bool:
+    """Whether ``base`` is a parameter of the type that takes ``modifier``."""
+    if base == "_id":
+        ptype = "token"
+    elif base == "_lastUpdated":
+        ptype = "date"
+    elif base in params_for(resource_type):
+        ptype = params_for(resource_type)[base].type
+    else:
+        return False
+    return modifier in _MODIFIERS[ptype] or (ptype == "reference" and modifier in resource_types())
 
 
 def _split_values(value: str) -> list[str]:
@@ -429,17 +444,39 @@ class Compiler:
         return select(table.c.res_id).where(*base, values), c.modifier == "not"
 
     def _chain(self, rtype: str, c: Clause) -> Any:
+        """Ids of ``rtype`` whose reference ``ref_param`` points to a resource matching the chained
+        criterion: a resource of the server (through ``idx_reference``), or one the resource contains
+        (through the rows the indexer writes for contained resources under the container), as FHIR
+        evaluates chains inside contained resources. Without a type modifier, every target type that
+        has the parameter (and takes its modifier) is tried."""
         ref_param, target = c.chain[0]
         ref = params_for(rtype)[ref_param]
         targets = [target] if target else list(ref.targets)
         r = idx_reference
         inner_conds = []
+        contained: dict[tuple[str, tuple[str, ...]], tuple[SearchParam, list[str]]] = {}
         for tt in targets:
-            if c.param not in params_for(tt) and c.param not in ("_id", "_lastUpdated"):
+            if not _modifier_allowed(tt, c.param, c.modifier):
                 continue
             inner = Clause(c.param, c.modifier, c.values)
             inner_conds.append(and_(r.c.target_type == tt, self.clause(tt, inner, r.c.target_id)))
-        return select(r.c.res_id).where(r.c.res_type == rtype, r.c.param == ref_param, or_(*inner_conds))
+            p = params_for(tt).get(c.param)
+            if p is not None and c.modifier not in ("not", "missing"):
+                # one statement per index table (and, for references, per set of targets, which
+                # changes how a bare id is read), whatever the number of target types
+                key = (p.type, p.targets if p.type == "reference" else ())
+                contained.setdefault(key, (p, []))[1].append(contained_param(ref_param, tt, p.code))
+        stmt = select(r.c.res_id).where(r.c.res_type == rtype, r.c.param == ref_param, or_(*inner_conds))
+        if not contained:
+            return stmt
+        name = f"{ref_param}.{c.param}" + (f":{c.modifier}" if c.modifier else "")
+        parts: list[Select[Any]] = [stmt]
+        for p, names in contained.values():
+            table = INDEX_TABLES[p.type]
+            parts.append(select(table.c.res_id).where(
+                table.c.res_type == rtype, table.c.param.in_(names),
+                or_(*(self.value_cond(p, c.modifier, v, table, name) for v in c.values))))
+        return union_all(*parts)
 
     def sort_key(self, rtype: str, key: str, desc: bool) -> Any:
         if key == "_id":

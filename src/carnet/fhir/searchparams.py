@@ -1,7 +1,9 @@
 """Search parameters: the R4 definitions, compiled into fast value extractors.
 
 The definitions (``definitions/search_parameters.json``) come from the spec's own
-SearchParameter resources. Their FHIRPath expressions use a small subset of the language
+SearchParameter resources; ``definitions/search_parameters_ihe.json`` adds the few that IHE profiles
+define for their transactions (MHD's ``creation``, ``designationType``, ``sourceId``), each with its
+canonical URL and source. Their FHIRPath expressions use a small subset of the language
 (paths, ``|``, ``as``/``ofType``, ``where(resolve() is T)``, ``where(field='value')``,
 ``extension('url')``); that subset is compiled here into plain Python closures, which cost a few
 microseconds per resource. Anything else falls back to fhirpathpy.
@@ -30,6 +32,7 @@ class SearchParam:
     expression: str
     targets: tuple[str, ...] = ()
     extract: Extractor = field(compare=False, repr=False, default=lambda _r: [])
+    definition: str | None = None  # canonical URL, for parameters not defined by FHIR R4 itself
 
 
 @cache
@@ -37,10 +40,24 @@ def resource_types() -> frozenset[str]:
     return frozenset(json.loads((DEFINITIONS / "resource_types.json").read_text()))
 
 
+# Search parameters defined outside FHIR R4 (by IHE profiles), merged with the spec's own.
+EXTRA_DEFINITIONS = ("search_parameters_ihe.json",)
+
+
 @cache
 def _raw_definitions() -> dict[str, dict[str, dict[str, Any]]]:
     data: dict[str, dict[str, dict[str, Any]]] = json.loads(
         (DEFINITIONS / "search_parameters.json").read_text())
+    for name in EXTRA_DEFINITIONS:
+        extra: dict[str, dict[str, dict[str, Any]]] = json.loads(
+            (DEFINITIONS / name).read_text())["parameters"]
+        for rtype, params in extra.items():
+            if rtype not in data:
+                raise ValueError(f"{name}: unknown resource type {rtype}")
+            clash = data[rtype].keys() & params.keys()
+            if clash:  # an extra definition never silently replaces the spec's own
+                raise ValueError(f"{name}: {rtype} already defines {', '.join(sorted(clash))}")
+            data[rtype] = {**data[rtype], **params}
     return data
 
 
@@ -53,7 +70,8 @@ def params_for(resource_type: str) -> dict[str, SearchParam]:
         if code in ("_id", "_lastUpdated"):
             continue
         out[code] = SearchParam(resource_type, code, d["type"], d["expression"],
-                                tuple(d.get("target", ())), compile_expression(d["expression"]))
+                                tuple(d.get("target", ())), compile_expression(d["expression"]),
+                                d.get("url"))
     return out
 
 
