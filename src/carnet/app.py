@@ -75,7 +75,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     base = settings.public_base_url + "/fhir"
     router = build_router(settings, engine)
-    router.capability = lambda: capability_statement(base, started, router.declared_operations())
+    router.capability = lambda: capability_statement(base, started, router.declared_operations(),
+                                                     tuple(router.instantiates), tuple(router.guides))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

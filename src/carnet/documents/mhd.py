@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import hashlib
 import uuid
 from dataclasses import dataclass, field
@@ -381,16 +382,25 @@ class DocumentService:
             payloads.append((att, data, j))
         first_att, first_data, _ = payloads[0]
         header = self._cda_header(first_att, first_data, f"{where}.content[0].attachment")
+        supplied = copy.deepcopy(dr)  # what the producer said, to compare with the header
         if header is not None:
             self._derive(dr, header)
+            body = header.non_xml_body
+            if body is not None and body.content and body.media_type and len(payloads) == 1:
+                # a CDA level 1 document exposes its embedded file (usually a PDF) as a second content
+                embedded = {"contentType": body.media_type}
+                if isinstance(first_att.get("title"), str):
+                    embedded["title"] = first_att["title"]
+                dr["content"].append({"attachment": embedded})
+                payloads.append((embedded, body.content, None))
         pid = self._patient_id(router, repo, entries, dr.get("subject"), plan, f"{where}.subject")
         patient = self._patient(repo, entries, pid, plan)
-        warnings = self._check_rules(dr, patient, where)
+        warnings: list[Issue] = []
         if header is not None:
             issues = cda_checks.check_header(
                 header, production=self.production, expression=f"{where}.content[0].attachment"
             )
-            issues += cda_checks.check_against_metadata(header, dr, patient=patient)
+            issues += cda_checks.check_against_metadata(header, supplied, patient=patient)
             errors = [x for x in issues if x.severity in ("error", "fatal")]
             if errors:
                 fields = ", ".join(sorted({e for x in errors for e in x.expression})) or "CDA"
@@ -402,6 +412,7 @@ class DocumentService:
                     issues=errors,
                 )
             warnings += [x for x in issues if x.severity == "warning"]
+        warnings += self._check_rules(dr, patient, where)
         if warnings:
             plan.warnings[i] = warnings
         store = self.store.for_patient(pid)

@@ -8,6 +8,8 @@ from carnet.documents.retrieve import Retrieval
 from carnet.documents.storage import open_document_store
 from carnet.fhir.router import FhirRouter
 
+MHD_CAPABILITY = "https://profiles.ihe.net/ITI/MHD/CapabilityStatement/IHE.MHD"
+
 
 def register_documents(router: FhirRouter) -> DocumentService:
     store = open_document_store(router.settings, router.engine)
@@ -23,4 +25,6 @@ def register_documents(router: FhirRouter) -> DocumentService:
     for method in ("PUT", "PATCH", "DELETE"):
         router.add_interaction(method, "Binary", True, lifecycle.binary_write)
     router.add_interaction("GET", "Binary", True, Retrieval(router, store).read)
+    router.instantiates += [f"{MHD_CAPABILITY}.DocumentRecipient", f"{MHD_CAPABILITY}.DocumentResponder"]
+    router.guides.append("https://profiles.ihe.net/ITI/MHD/ImplementationGuide/ihe.iti.mhd")
     return service

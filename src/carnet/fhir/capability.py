@@ -24,7 +24,11 @@ SEARCH_PARAM_DOCS = {
 
 @cache
 def capability_statement(base_url: str, date: str,
-                         operations: tuple[tuple[str, str, str, str], ...] = ()) -> dict[str, Any]:
+                         operations: tuple[tuple[str, str, str, str], ...] = (),
+                         instantiates: tuple[str, ...] = (),
+                         guides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``instantiates``: canonical CapabilityStatements whose requirements the server meets (IHE
+    actors); ``guides``: implementation guides it follows."""
     types = []
     for rtype in sorted(resource_types()):
         params = [{"name": "_id", "type": "token"}, {"name": "_lastUpdated", "type": "date"}]
@@ -64,6 +68,8 @@ def capability_statement(base_url: str, date: str,
         "kind": "instance",
         "software": {"name": "Carnet", "version": __version__},
         "implementation": {"description": "Carnet FHIR R4 server", "url": base_url},
+        **({"instantiates": list(instantiates)} if instantiates else {}),
+        **({"implementationGuide": list(guides)} if guides else {}),
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
         "patchFormat": ["application/json-patch+json"],

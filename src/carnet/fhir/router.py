@@ -152,6 +152,8 @@ class FhirRouter:
         self.interactions: dict[tuple[str, str, bool], Handler] = {}
         self.preworks: list[Prework] = []
         self.bundle_processors: list[BundleProcessor] = []
+        self.instantiates: list[str] = []  # canonical CapabilityStatements met (IHE actors)
+        self.guides: list[str] = []  # implementation guides followed
 
     def add_interaction(self, method: str, resource_type: str, instance: bool, handler: Handler) -> None:
         """Take over one REST interaction of a type: ``POST DocumentReference`` (instance False),
