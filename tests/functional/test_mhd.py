@@ -343,3 +343,23 @@ def test_french_rules_for_a_patient_with_an_ins(fhir: Fhir, change: dict[str, An
     assert r.status_code == status, r.text
     assert words in r.text
     assert fhir.get("DocumentReference?_summary=count").json()["total"] == 1
+
+
+def test_submission_sets_are_the_record_of_a_publication(fhir: Fhir) -> None:
+    put_patient(fhir, "ex-patient")
+    resp = fhir.bundle(simple(b"letter"))
+    ss = next(e["response"]["location"] for e in resp["entry"] if e["response"]["location"].startswith("List/"))
+    rid = ss.split("/")[1]
+    current = fhir.get(f"List/{rid}").json()
+    assert fhir.put(f"List/{rid}", json=current).status_code == 405
+    assert fhir.delete(f"List/{rid}").status_code == 405
+    assert fhir.get(f"List/{rid}").json()["meta"]["versionId"] == "1"
+    fake = dict(current)
+    fake.pop("id")
+    assert fhir.post("List", json=fake).status_code == 422
+    # a Folder (or any other List) stays an ordinary resource
+    folder = {"resourceType": "List", "status": "current", "mode": "working", "code": {"coding": [
+        {"system": "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes", "code": "folder"}]}}
+    created = fhir.create(folder)
+    created["title"] = "Suivi cardiologique"
+    assert fhir.put(f"List/{created['id']}", json=created).status_code == 200

@@ -23,7 +23,7 @@ import jsonpatch
 from sqlalchemy import select, update
 
 from carnet.auth.principal import Kind
-from carnet.db.tables import document_contents, document_unique_ids
+from carnet.db.tables import document_contents, document_unique_ids, resources
 from carnet.documents import valuesets
 from carnet.errors import Conflict, Forbidden, Invalid, MethodNotAllowed, Unprocessable
 from carnet.fhir import jsonio
@@ -219,6 +219,30 @@ class Lifecycle:
                 _t("Seul l'auteur d'un document peut le supprimer", "Only a document's author may delete it")
             )
         repo.delete("DocumentReference", rid)
+        return FhirResponse(204)
+
+    def list_write(self, repo: Repository, req: FhirRequest, rid: str | None) -> FhirResponse:
+        """SubmissionSets are the record of a publication: created by ITI-65/105 only, never changed.
+        Other Lists (Folders included) are plain resources."""
+        from carnet.documents.mhd import is_submission_set
+        from carnet.fhir.router import FhirResponse
+
+        if rid is None:  # POST List
+            if is_submission_set(self.router._body(req)):
+                raise Unprocessable(_t(
+                    "Un SubmissionSet se crée par une publication (ITI-65 ou ITI-105)",
+                    "A SubmissionSet is created by a publication (ITI-65 or ITI-105)"))
+            return self.router.create(repo, "List", req)
+        current = repo.conn.execute(select(resources.c.content).where(
+            resources.c.res_type == "List", resources.c.res_id == rid, *repo.visible("List"))).first()
+        if current is not None and current.content and is_submission_set(jsonio.loads(current.content)):
+            raise MethodNotAllowed(_t("Un SubmissionSet ne se modifie pas : il atteste d'une publication",
+                                      "A SubmissionSet cannot change: it records a publication"))
+        if req.method == "PUT":
+            return self.router.update(repo, "List", rid, req)
+        if req.method == "PATCH":
+            return self.router.patch(repo, "List", rid, req)
+        repo.delete("List", rid)
         return FhirResponse(204)
 
     @staticmethod

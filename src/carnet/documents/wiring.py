@@ -25,6 +25,9 @@ def register_documents(router: FhirRouter) -> DocumentService:
     for method in ("PUT", "PATCH", "DELETE"):
         router.add_interaction(method, "Binary", True, lifecycle.binary_write)
     router.add_interaction("GET", "Binary", True, Retrieval(router, store).read)
+    router.add_interaction("POST", "List", False, lifecycle.list_write)
+    for method in ("PUT", "PATCH", "DELETE"):
+        router.add_interaction(method, "List", True, lifecycle.list_write)
     router.instantiates += [f"{MHD_CAPABILITY}.DocumentRecipient", f"{MHD_CAPABILITY}.DocumentResponder"]
     router.guides.append("https://profiles.ihe.net/ITI/MHD/ImplementationGuide/ihe.iti.mhd")
     return service
