@@ -222,6 +222,8 @@ def load(settings: Settings, engine: Engine, *, patients: int = 25, seed: int = 
         identities.extend(batch.identities)
     insi_file = write_insi_file(settings.data_dir, identities)
     _qualify(router, principal, identities)
+    _documents(router, principal, identities, directory.performers, seed,
+               today or datetime.now(UTC).date())
     analyze(engine)
     return DemoSummary(router.counts(), insi_file, tuple(identities))
 
@@ -252,6 +254,25 @@ def _qualify(router: Any, principal: Principal, identities: list[DemoIdentity]) 
                 document = {"name": "documentType", "valueCode": "LEP" if identity.minor else "CN"}
                 call("POST", f"Patient/{pid}/$identity-check",
                      body={"resourceType": "Parameters", "parameter": [document]})
+
+
+def _documents(router: Any, principal: Principal, identities: list[DemoIdentity], authors: list[str],
+               seed: int, today: date) -> None:
+    """A few PDF documents in the record of each patient with an INS (published through ITI-105)."""
+    from carnet import demo_documents
+    from carnet.fhir.router import FhirRequest
+
+    patients = []
+    for identity in identities:
+        if not identity.carries_ins:
+            continue
+        resp = router.handle(FhirRequest("GET", "Patient", [
+            ("identifier", f"urn:oid:{identity.oid}|{identity.matricule}")], {}), principal)
+        for entry in jsonio.loads(resp.json_bytes()).get("entry") or []:
+            t = identity.traits
+            name = f"{t.birth_given_names[0].title()} {t.birth_family_name}"
+            patients.append((entry["resource"]["id"], name))
+    demo_documents.publish(router, principal, patients, authors, seed=seed, today=today)
 
 
 def seed(settings: Settings, engine: Engine, *, patients: int = 25, seed: int = 2026) -> dict[str, int]:

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
+
 from carnet import demo
 from carnet.directory import fhir as directory_fhir
 from carnet.directory import keys
@@ -70,3 +72,29 @@ def demo_directory_rpps(seed: int) -> list[str]:
     from carnet import demo_people
 
     return [n for numbers in demo_people.directory(seed).rpps.values() for n in numbers]
+
+
+def test_demo_records_hold_pdf_documents(fhir: Fhir, tmp_path: Path) -> None:
+    from tests.conftest import LiveServer
+
+    settings = fhir.backend.settings.model_copy(update={"data_dir": tmp_path})
+    summary = demo.load(settings, fhir.backend.engine, patients=6, seed=3)
+    with_ins = [i for i in summary.identities if i.carries_ins]
+    assert summary.counts["DocumentReference"] == 3 * len(with_ins) > 0
+    server = LiveServer(settings)  # the demo's data folder holds the keys and the content
+    try:
+        identity = with_ins[0]
+        [pid] = fhir.search_ids(f"Patient?identifier={quote(DEMO_SYSTEM + '|' + identity.matricule)}")
+        docs = fhir.get(f"DocumentReference?patient=Patient/{pid}&_sort=-date").json()["entry"]
+        assert len(docs) == 3
+        for entry in docs:
+            doc = entry["resource"]
+            assert doc["status"] == "current" and doc["author"][0]["reference"].startswith("Practitioner/")
+            att = doc["content"][0]["attachment"]
+            url = server.url + "/fhir/Binary/" + att["url"].rsplit("/Binary/", 1)[1]
+            pdf = httpx.get(url, timeout=30)
+            assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+            assert pdf.content.startswith(b"%PDF-1.4") and pdf.content.rstrip().endswith(b"%%EOF")
+            assert len(pdf.content) == att["size"]
+    finally:
+        server.stop()
