@@ -363,3 +363,87 @@ def test_submission_sets_are_the_record_of_a_publication(fhir: Fhir) -> None:
     created = fhir.create(folder)
     created["title"] = "Suivi cardiologique"
     assert fhir.put(f"List/{created['id']}", json=created).status_code == 200
+
+
+def _malformed(kind: str) -> dict[str, Any]:
+    bundle = simple(b"content")
+    entries = bundle["entry"]
+    if kind == "no-submission-set":
+        bundle["entry"] = [e for e in entries if e["resource"]["resourceType"] != "List"]
+    elif kind == "two-submission-sets":
+        entries.append(copy.deepcopy(entries[0]))
+        entries[-1]["fullUrl"] = "urn:uuid:0b9c7a7e-0000-4000-8000-000000000001"
+    elif kind == "bad-base64":
+        next(e for e in entries if e["resource"]["resourceType"] == "Binary")["resource"]["data"] = "%%%not base64"
+    elif kind == "orphan-binary":
+        entries.append({"fullUrl": "urn:uuid:0b9c7a7e-0000-4000-8000-000000000002", "request": {
+            "method": "POST", "url": "Binary"}, "resource": {"resourceType": "Binary", "contentType": "text/plain",
+                                                             "data": "eA=="}})
+    elif kind == "no-content":
+        next(e for e in entries if e["resource"]["resourceType"] == "DocumentReference")["resource"]["content"] = []
+    elif kind == "dangling-url":
+        doc = next(e for e in entries if e["resource"]["resourceType"] == "DocumentReference")["resource"]
+        doc["content"][0]["attachment"]["url"] = "urn:uuid:0b9c7a7e-0000-4000-8000-00000000dead"
+    elif kind == "unknown-patient":
+        for e in entries:
+            if "subject" in e["resource"]:
+                e["resource"]["subject"] = {"reference": "Patient/nobody"}
+    elif kind == "no-masterIdentifier":
+        next(e for e in entries if e["resource"]["resourceType"] == "DocumentReference")["resource"].pop(
+            "masterIdentifier")
+    return bundle
+
+
+@pytest.mark.parametrize(("kind", "status"), [
+    ("no-submission-set", 422), ("two-submission-sets", 422), ("bad-base64", 400), ("orphan-binary", 422),
+    ("no-content", 422), ("dangling-url", 422), ("unknown-patient", 422), ("no-masterIdentifier", 422)])
+def test_malformed_submissions_are_refused_and_change_nothing(fhir: Fhir, kind: str, status: int) -> None:
+    put_patient(fhir, "ex-patient")
+    r = fhir.post("", json=_malformed(kind))
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["resourceType"] == "OperationOutcome" and body["issue"][0]["diagnostics"]
+    for rtype in ("DocumentReference", "Binary", "List"):
+        assert fhir.get(f"{rtype}?_summary=count").json()["total"] == 0
+
+
+def test_content_of_a_failed_transaction_is_never_served_and_is_swept(fhir: Fhir) -> None:
+    from datetime import timedelta
+
+    from carnet.blobs import sweep_orphans
+    from carnet.documents.storage import open_document_store, referenced_keys
+
+    put_patient(fhir, "ex-patient")
+    store = open_document_store(fhir.backend.settings, fhir.backend.engine)
+    before = {b.key for b in store.objects.list()}  # earlier tests' content (their rows are gone)
+    kept = published(fhir, simple(b"kept"))
+    # the same uniqueId with other content: its bytes were stored before the transaction refused it
+    assert fhir.post("", json=simple(b"refused content")).status_code == 409
+    new = {b.key for b in store.objects.list()} - before
+    assert len(new) == 2
+    with fhir.backend.engine.connect() as conn:
+        rows = set(conn.execute(select(document_contents.c.blob_key)).scalars())
+    assert len(rows) == 1 and rows < new  # no row, so no Binary, references the orphan
+    report = sweep_orphans(store.objects, referenced_keys(fhir.backend.engine), grace=timedelta(0))
+    assert report.referenced == 1
+    assert {b.key for b in store.objects.list()} == rows
+    assert fhir.get(kept["content"][0]["attachment"]["url"]).content == b"kept"
+
+
+def test_concurrent_submissions_of_one_document_store_it_once(fhir: Fhir) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    put_patient(fhir, "ex-patient")
+    bundle = simple(b"sent eight times at once")
+
+    def send(_: int) -> tuple[int, list[str]]:
+        r = fhir.post("", json=copy.deepcopy(bundle))
+        return r.status_code, docs_of(r.json()) if r.status_code == 200 else []
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(send, range(8)))
+    ok = [docs for status, docs in results if status == 200]
+    assert ok, results
+    assert all(status in (200, 409) for status, _ in results), results  # 409: lost the race, retry
+    assert len({d for docs in ok for d in docs}) == 1
+    assert fhir.get("DocumentReference?_summary=count").json()["total"] == 1
