@@ -150,6 +150,36 @@ def directory_import(file: Path, data: Path | None, batch_size: int) -> None:
         click.echo(line)
 
 
+@main.command()
+@data_option
+@click.option("--type", "types", multiple=True, help="resource type to reindex (repeatable; default all)")
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True,
+              help="resources per transaction")
+def reindex(data: Path | None, types: tuple[str, ...], batch_size: int) -> None:
+    """Rebuild the search index and the identity match keys of stored resources (after an upgrade
+    that adds search parameters, or for data stored before an index existed)."""
+    from carnet.db.engine import make_engine
+    from carnet.db.migrate import upgrade
+    from carnet.fhir import reindex as reindexing
+    from carnet.fhir.searchparams import resource_types
+    from carnet.wiring import build_router
+
+    unknown = sorted(set(types) - resource_types())
+    if unknown:
+        raise click.ClickException(f"unknown resource type(s): {', '.join(unknown)}")
+    settings = _settings(data)
+    engine = make_engine(settings)
+    upgrade(engine)
+    try:
+        router = build_router(settings, engine)
+        total = reindexing.count(router, types or None)
+        with click.progressbar(length=total, label="reindexing", file=sys.stderr, show_pos=True) as bar:
+            done = reindexing.reindex(router, types or None, batch=batch_size, progress=bar.update)
+    finally:
+        engine.dispose()
+    click.echo(f"{done} resource(s) reindexed")
+
+
 main.add_command(identity_group)
 main.add_command(keys_group)
 main.add_command(blobs_group)

@@ -152,6 +152,7 @@ class FhirRouter:
         self.interactions: dict[tuple[str, str, bool], Handler] = {}
         self.preworks: list[Prework] = []
         self.bundle_processors: list[BundleProcessor] = []
+        self.reindexers: dict[str, list[Callable[[Repository, dict[str, Any]], None]]] = {}
         self.instantiates: list[str] = []  # canonical CapabilityStatements met (IHE actors)
         self.guides: list[str] = []  # implementation guides followed
 
@@ -160,6 +161,17 @@ class FhirRouter:
         ``GET Binary/{id}`` (instance True). ``handler(repo, request, rid)`` runs where the default
         would, in the request's (or the Bundle's) transaction."""
         self.interactions[(method, resource_type, instance)] = handler
+
+    def add_reindexer(self, resource_type: str,
+                      reindexer: Callable[[Repository, dict[str, Any]], None]) -> None:
+        """``reindexer(repo, resource)`` rebuilds a service's own index of a stored resource (the
+        identity match keys...) when ``carnet reindex`` runs."""
+        self.reindexers.setdefault(resource_type, []).append(reindexer)
+
+    def reindex(self, repo: Repository, resource: dict[str, Any]) -> None:
+        repo.reindex(resource)
+        for reindexer in self.reindexers.get(resource["resourceType"], ()):
+            reindexer(repo, resource)
 
     def add_prework(self, prework: Prework) -> None:
         """``prework(router, request, principal)`` runs for every write once its body is parsed, before it

@@ -239,6 +239,17 @@ class Repository:
             if added:
                 self.conn.execute(INSERT_INDEX[kind], added)
 
+    def reindex(self, resource: dict[str, Any]) -> None:
+        """Bring a stored resource's search index (and compartment) up to date with the current
+        definitions, without a new version: after a change of search parameters or indexing."""
+        rtype, rid = resource["resourceType"], resource["id"]
+        rows = index_rows(resource)
+        self.flush()
+        self._reindex(rtype, rid, rows)
+        t = resources.c
+        self.conn.execute(update(resources).where(t.res_type == rtype, t.res_id == rid)
+                          .values(patient_id=patient_of(resource, rows)))
+
     def _clear_index(self, rtype: str, rid: str) -> None:
         kinds = {p.type for p in params_for(rtype).values()}
         for kind in kinds:

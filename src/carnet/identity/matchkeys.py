@@ -71,3 +71,18 @@ def keys_hook(traits_of: Callable[[dict[str, Any]], Traits | None]) -> Callable[
                               [{"key": k, "patient_id": resource["id"]} for k in dict.fromkeys(new)])
 
     return hook
+
+
+def rewrite_keys(
+        traits_of: Callable[[dict[str, Any]], Traits | None]) -> Callable[[Repository, dict[str, Any]], None]:
+    """The reindexer: a stored patient's keys rebuilt from its traits (``carnet reindex``)."""
+
+    def reindex(repo: Repository, resource: dict[str, Any]) -> None:
+        repo.conn.execute(delete(patient_match_keys).where(patient_match_keys.c.patient_id == resource["id"]))
+        traits = traits_of(resource)
+        keys = match_keys(traits) if traits is not None else []
+        if keys:
+            repo.conn.execute(insert(patient_match_keys),
+                              [{"key": k, "patient_id": resource["id"]} for k in dict.fromkeys(keys)])
+
+    return reindex

@@ -375,6 +375,7 @@ def register_match_operations(router: FhirRouter) -> None:
     """Declare ``Patient/$match`` and ``Patient/$merge`` on the router, and keep the blocking keys
     ``$match`` looks candidates up by."""
     router.add_hook("Patient", matchkeys.keys_hook(patient_traits))
+    router.add_reindexer("Patient", matchkeys.rewrite_keys(patient_traits))
     router.add_operation(Operation(
         "$match", "Patient", False, lambda repo, req, rid: match_operation(router, repo, req),
         description="Scored matches of a Patient on the strict identity traits (accents, case, hyphens and "
