@@ -66,7 +66,9 @@ Index("ix_versions_updated", resource_versions.c.last_updated)
 Index("ix_versions_type_updated", resource_versions.c.res_type, resource_versions.c.last_updated)
 
 
-def _index_table(name: str, *columns: Column, value_cols: tuple[str, ...]) -> Table:
+def _index_table(name: str, *columns: Column, value_cols: tuple[str, ...], covering: bool = False) -> Table:
+    """``covering``: the value index ends with res_id, so that a candidate scan (and the filter of
+    pair rows) reads the index alone."""
     table = Table(
         name,
         metadata,
@@ -76,7 +78,8 @@ def _index_table(name: str, *columns: Column, value_cols: tuple[str, ...]) -> Ta
         *columns,
     )
     Index(f"ix_{name}_resource", table.c.res_type, table.c.res_id, table.c.param)
-    Index(f"ix_{name}_value", table.c.res_type, table.c.param, *(table.c[c] for c in value_cols))
+    Index(f"ix_{name}_value", table.c.res_type, table.c.param, *(table.c[c] for c in value_cols),
+          *((table.c.res_id,) if covering else ()))
     return table
 
 
@@ -85,6 +88,7 @@ idx_string = _index_table(
     Column("value", SEARCH_TEXT, nullable=False),  # normalised: case-folded, accents removed
     Column("exact", String(1024), nullable=False),
     value_cols=("value",),
+    covering=True,
 )
 idx_token = _index_table(
     "idx_token",

@@ -35,6 +35,36 @@ def contained_param(ref_param: str, contained_type: str, code: str) -> str:
     return f"{ref_param}:{contained_type}.{code}"
 
 
+# Pairs of string parameters indexed together (rows ``a+b`` holding "<a value>\x1f<b value>"), so
+# that a search on both — a directory's ``family=martin&given=jean`` — scans one index range of
+# the first and filters the second inside the index, instead of checking each of the thousands of
+# Martins one by one. The driver these rows give is a candidate set: every criterion is still
+# checked on the candidates, so cutting long values (PAIR_PART) only ever widens it.
+STRING_PAIRS: dict[str, tuple[tuple[str, str], ...]] = {
+    "Practitioner": (("family", "given"), ("family", "name")),
+}
+PAIR_SEPARATOR = "\x1f"
+PAIR_PART = 126  # 126 + 1 + 126 < 255, the length of idx_string.value
+
+
+def pair_param(first: str, second: str) -> str:
+    return f"{first}+{second}"
+
+
+def _pair_rows(rows: Rows, rtype: str, rid: str) -> None:
+    strings = rows.get("string")
+    if not strings:
+        return
+    by_param: dict[str, list[str]] = {}
+    for row in strings:
+        by_param.setdefault(row["param"], []).append(row["value"][:PAIR_PART])
+    for first, second in STRING_PAIRS[rtype]:
+        values = {f"{a}{PAIR_SEPARATOR}{b}"
+                  for a in by_param.get(first, ()) for b in by_param.get(second, ())}
+        strings.extend({"value": v, "exact": "", "res_type": rtype, "res_id": rid,
+                        "param": pair_param(first, second)} for v in sorted(values))
+
+
 def index_rows(resource: dict[str, Any]) -> Rows:
     rtype = resource["resourceType"]
     rid = resource["id"]
@@ -49,6 +79,8 @@ def index_rows(resource: dict[str, Any]) -> Rows:
                 references.append((param.code, values))
     if resource.get("contained"):
         _contained_rows(resource, references, rows, {p.type for p in params.values()})
+    if rtype in STRING_PAIRS:
+        _pair_rows(rows, rtype, rid)
     return rows
 
 

@@ -489,10 +489,13 @@ class FhirRouter:
         candidates = self.compiler.probe_candidates(sreq)
         if not candidates:
             return None
-        for cap in self.PROBE_CAPS:
+        # with a pair index for the criteria, only a rare criterion (first round) can beat it
+        caps = self.PROBE_CAPS[:1] if self.compiler.pair_applies(sreq) else self.PROBE_CAPS
+        for cap in caps:
             counts = repo.conn.execute(self.compiler.probes(sreq, candidates, cap)).one()
             smallest = min(range(len(candidates)), key=lambda k: counts[k])
             if counts[smallest] < cap:
+                sreq.driver_rows = counts[smallest]
                 return candidates[smallest]
         return None
 

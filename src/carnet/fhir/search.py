@@ -28,7 +28,7 @@ from sqlalchemy import (
 
 from carnet.db.tables import INDEX_TABLES, idx_reference, resources
 from carnet.errors import Invalid, NotSupported
-from carnet.fhir.indexer import contained_param
+from carnet.fhir.indexer import PAIR_PART, PAIR_SEPARATOR, STRING_PAIRS, contained_param, pair_param
 from carnet.fhir.searchparams import SearchParam, params_for, resource_types
 from carnet.fhir.values import date_range, normalise, number_range
 
@@ -76,6 +76,7 @@ class SearchRequest:
     elements: list[str] = field(default_factory=list)
     total: str | None = None
     driver: int | None = None  # the clause that drives the search, when chosen by probing
+    driver_rows: int | None = None  # how many index rows the probes counted for it (capped)
 
 
 def _int(name: str, value: str) -> int:
@@ -514,6 +515,47 @@ class Compiler:
             counts.append(select(func.count()).select_from(ids.limit(cap).subquery()).scalar_subquery())
         return select(*counts)
 
+    PAIR_BEATS = 33  # a probed driver with fewer rows than this beats the pair scan
+
+    def _pair(self, req: SearchRequest) -> tuple[str, str, str, str] | None:
+        """(first, second, first value, second value) of the pair index serving two criteria."""
+        pairs = STRING_PAIRS.get(req.resource_type)
+        if not pairs or any(_selectivity(req.resource_type, c) <= 2 for c in req.clauses):
+            return None  # none, or an id, a reference or an identifier drives better
+        simple = {c.param: c for c in req.clauses
+                  if not c.chain and c.modifier == "" and len(c.values) == 1 and c.values[0]}
+        for first, second in pairs:
+            if first in simple and second in simple:
+                a = normalise(simple[first].values[0])[:PAIR_PART]
+                b = normalise(simple[second].values[0])[:PAIR_PART]
+                if a and b:
+                    return first, second, a, b
+        return None
+
+    def pair_applies(self, req: SearchRequest) -> bool:
+        return self._pair(req) is not None
+
+    def pair_driver(self, req: SearchRequest) -> ColumnElement[bool] | None:
+        """``res_id IN (…)`` over the pair rows of two string criteria (see indexer.STRING_PAIRS):
+        one range of the first parameter's values, the second filtered inside the index."""
+        if req.driver_rows is not None and req.driver_rows < self.PAIR_BEATS:
+            return None
+        found = self._pair(req)
+        if found is None:
+            return None
+        first, second, a, b = found
+        t = INDEX_TABLES["string"]
+        v = t.c.value
+        # the first value equal to ``a``: one narrow range; longer ones starting with ``a``
+        # (martinez for martin): their own range, the second value filtered in the index
+        pattern = f"{_like_escape(a)}%{PAIR_SEPARATOR}{_like_escape(b)}%"
+        longer = and_(v >= a + chr(ord(PAIR_SEPARATOR) + 1), v < a + "\U0010ffff",
+                      v.like(pattern, escape="\\"))
+        ids = select(t.c.res_id).where(
+            t.c.res_type == req.resource_type, t.c.param == pair_param(first, second),
+            or_(_prefix(v, a + PAIR_SEPARATOR + b), longer))
+        return resources.c.res_id.in_(ids)
+
     def where(self, req: SearchRequest) -> list[ColumnElement[bool]]:
         r = resources.c
         conds = [r.res_type == req.resource_type, r.deleted.is_(False)]
@@ -523,9 +565,12 @@ class Compiler:
         if req.driver is not None:
             order.remove(req.driver)
             order.insert(0, req.driver)
+        pair = self.pair_driver(req)
+        if pair is not None:
+            conds.append(pair)
         for n, i in enumerate(order):
             c = req.clauses[i]
-            if n == 0 and _selectivity(req.resource_type, c) < 9:
+            if n == 0 and pair is None and _selectivity(req.resource_type, c) < 9:
                 conds.append(self.clause(req.resource_type, c, r.res_id))
             else:
                 conds.append(self.check(req.resource_type, c, r.res_type, r.res_id))
