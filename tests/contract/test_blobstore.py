@@ -263,7 +263,8 @@ def test_same_content_for_two_patients_is_unlinkable(encrypted_harness: Harness)
 def test_shredding_makes_content_unreadable(encrypted_harness: Harness) -> None:
     h = encrypted_harness
     ref = h.store.put([b"a patient's letter"])
-    assert h.keyring.shred("patient-1", h.data_keys)
+    h.store.open(ref)  # the key is now in the store's cache too
+    assert h.encrypted_store.shred("patient-1")
     with pytest.raises(KeyDestroyed):
         h.store.open(ref)
     assert not h.store.exists(ref)

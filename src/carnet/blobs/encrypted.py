@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
@@ -78,6 +80,8 @@ class EncryptedBlobStore:
             self.verify_whole = VERIFY_WHOLE if verify_whole is None else verify_whole
         self.keyring = keyring
         self.data_keys = data_keys
+        self._keys: dict[str, tuple[DataKey, float]] = {}
+        self._keys_lock = threading.Lock()
         self.segment_size = segment_size
 
     def __repr__(self) -> str:
@@ -86,8 +90,23 @@ class EncryptedBlobStore:
     def for_patient(self, patient_id: str) -> PatientBlobStore:
         return PatientBlobStore(self, patient_id)
 
+    KEY_TTL = 60.0  # seconds an unwrapped data key is reused without asking the database
+    KEY_CACHE = 4096
+
     def data_key(self, patient_id: str, *, create: bool = False) -> DataKey:
-        return self.keyring.data_key(patient_id, self.data_keys, create=create)
+        """The patient's data key, unwrapped. Kept for ``KEY_TTL`` seconds (a database read and an
+        unwrap per document otherwise): a key destroyed on another node stops opening content here
+        within that time; :meth:`purge` forgets it at once on this node."""
+        now = time.monotonic()
+        cached = self._keys.get(patient_id)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        key = self.keyring.data_key(patient_id, self.data_keys, create=create)
+        with self._keys_lock:
+            if len(self._keys) >= self.KEY_CACHE:
+                self._keys.clear()
+            self._keys[patient_id] = (key, now + self.KEY_TTL)
+        return key
 
     # Store-wide operations on stored keys (janitor, purge): no key material needed.
     def list(self) -> Iterator[StoredBlob]:
@@ -99,10 +118,16 @@ class EncryptedBlobStore:
     def sweep_staging(self, older_than: datetime) -> int:
         return self.objects.sweep_staging(older_than)
 
+    def shred(self, patient_id: str) -> bool:
+        """Destroy the patient's data key (their content becomes unreadable); True if there was one."""
+        with self._keys_lock:
+            self._keys.pop(patient_id, None)
+        return self.keyring.shred(patient_id, self.data_keys)
+
     def purge(self, patient_id: str, keys: Iterable[str]) -> bool:
         """Retention purge: destroy the patient's data key first (their content is unreadable from
         that moment), then remove their blobs (``keys`` from the database's references)."""
-        shredded = self.keyring.shred(patient_id, self.data_keys)
+        shredded = self.shred(patient_id)
         for key in keys:
             self.objects.delete(key)
         return shredded

@@ -854,9 +854,8 @@ class DocumentService:
                     "sha256": sha or None,
                 }
             )
-        try:
-            with repo.conn.begin_nested():
-                repo.conn.execute(insert(document_unique_ids), rows)
+        try:  # no savepoint: a collision fails the whole submission (its transaction is rolled back)
+            repo.conn.execute(insert(document_unique_ids), rows)
         except IntegrityError:
             raise Conflict("a concurrent submission claimed one of these unique ids; retry") from None
 

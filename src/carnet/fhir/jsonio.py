@@ -71,7 +71,8 @@ def loads(body: bytes | str) -> Any:
     except orjson.JSONDecodeError:
         pass  # the exact parser below decides, and says where the problem is
     else:
-        if _floats_round_trip(body) and not _may_have_duplicates(body, value):
+        keys, floats = _scan(value)
+        if body.count(b'":') == keys and (not floats or _floats_round_trip(body)):
             return value
     try:
         return json.loads(body, parse_float=FhirDecimal, parse_int=_int,
@@ -81,21 +82,26 @@ def loads(body: bytes | str) -> Any:
         raise Invalid(message, issues=[Issue("fatal", "structure", message)]) from None
 
 
-def _may_have_duplicates(body: bytes, value: Any) -> bool:
-    """Cheap screen for duplicate object keys, which orjson silently collapses.
+def _scan(value: Any) -> tuple[int, bool]:
+    """(number of object keys, whether any number parsed as a float) of a parsed tree.
 
-    Counts the '"key":' tokens in the text against the keys of the parsed tree; a mismatch (also
-    caused by such text inside strings) sends the body to the exact parser, which decides.
-    """
-    return body.count(b'":') != _count_keys(value)
-
-
-def _count_keys(value: Any) -> int:
-    if isinstance(value, dict):
-        return len(value) + sum(_count_keys(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(_count_keys(v) for v in value)
-    return 0
+    The keys screen for duplicates, which orjson silently collapses: their count is compared with
+    the '"key":' tokens of the text (a mismatch, also caused by such text inside strings, sends the
+    body to the exact parser, which decides). Without floats no decimal can lose its precision, and
+    the text need not be searched for them (a long base64 document made that search the cost of
+    parsing)."""
+    keys, floats = 0, False
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            keys += len(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, float):
+            floats = True
+    return keys, floats
 
 
 def _default(obj: Any) -> Any:
