@@ -49,9 +49,14 @@ async def fhir_endpoint(request: Request) -> Response:
             resp = FhirResponse(500, outcome([Issue("fatal", "exception",
                                                     "internal error; the request changed nothing")]))
     headers = dict(resp.headers)
-    if resp.stream is not None:  # document content: the exact bytes, streamed
-        return StreamingResponse(resp.stream, status_code=resp.status, headers=headers,
-                                 media_type=resp.media_type or "application/octet-stream")
+    # document content: the exact bytes under the exact content type it was published with (set
+    # as a header: Starlette would append a charset to text/* media types)
+    if resp.stream is not None:
+        headers["content-type"] = resp.media_type or "application/octet-stream"
+        return StreamingResponse(resp.stream, status_code=resp.status, headers=headers)
+    if resp.media_type is not None and isinstance(resp.body, bytes):
+        headers["content-type"] = resp.media_type
+        return Response(resp.body, status_code=resp.status, headers=headers)
     content = resp.json_bytes()
     if resp.status == 204 or (not content and resp.status < 300):
         return Response(status_code=resp.status, headers=headers)

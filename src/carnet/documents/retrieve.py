@@ -78,8 +78,8 @@ class Retrieval:
             if wants_fhir or not isinstance(resource.get("data"), str):
                 return self.router.resource_response(stored, 200)
             data = base64.b64decode(resource["data"])
-            return FhirResponse(200, None, {"ETag": stored.etag, "Content-Length": str(len(data))},
-                                stream=iter([data]), media_type=resource.get("contentType"))
+            return FhirResponse(200, data, {"ETag": stored.etag},
+                                media_type=resource.get("contentType") or "application/octet-stream")
         patient_id, ref, content_type = found
         blobs = self.store.for_patient(patient_id)
         headers = {"ETag": stored.etag, "Accept-Ranges": "bytes"}
@@ -93,6 +93,8 @@ class Retrieval:
             headers["Content-Range"] = f"bytes */{ref.size}"
             raise
         if span is None or span == (0, ref.size):
+            if ref.size <= self.store.verify_whole:  # read (and verified) whole: one plain body
+                return FhirResponse(200, b"".join(blobs.open(ref)), headers, media_type=content_type)
             headers["Content-Length"] = str(ref.size)
             return FhirResponse(200, None, headers, stream=blobs.open(ref), media_type=content_type)
         start, end = span
