@@ -382,8 +382,9 @@ class DocumentService:
             payloads.append((att, data, j))
         first_att, first_data, _ = payloads[0]
         header = self._cda_header(first_att, first_data, f"{where}.content[0].attachment")
-        supplied = copy.deepcopy(dr)  # what the producer said, to compare with the header
+        supplied = dr
         if header is not None:
+            supplied = copy.deepcopy(dr)  # what the producer said, to compare with the header
             self._derive(dr, header)
             body = header.non_xml_body
             if body is not None and body.content and body.media_type and len(payloads) == 1:
