@@ -52,9 +52,17 @@ from carnet.errors import NotFound
 _ADDRESS_INFO = b"carnet blob address v1"
 
 
+_ADDRESS_KEYS: dict[bytes, bytes] = {}  # data key id -> its address key (an HKDF per read otherwise)
+
+
 def address(key: DataKey, sha256: str) -> str:
     """The stored key of content with this SHA-256 for the patient owning ``key``."""
-    return hmac.new(key.derive(_ADDRESS_INFO), bytes.fromhex(sha256), hashlib.sha256).hexdigest()
+    subkey = _ADDRESS_KEYS.get(key.id_bytes)
+    if subkey is None:
+        if len(_ADDRESS_KEYS) >= 4096:
+            _ADDRESS_KEYS.clear()
+        subkey = _ADDRESS_KEYS[key.id_bytes] = key.derive(_ADDRESS_INFO)
+    return hmac.new(subkey, bytes.fromhex(sha256), hashlib.sha256).hexdigest()
 
 
 def _authenticated(plain: Iterator[bytes], key: str) -> Iterator[bytes]:

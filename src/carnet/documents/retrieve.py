@@ -13,7 +13,7 @@ import base64
 import re
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from carnet.blobs import BadRange, BlobRef, EncryptedBlobStore
 from carnet.db.tables import document_contents
@@ -23,6 +23,9 @@ from carnet.fhir.store import Repository
 if TYPE_CHECKING:
     from carnet.fhir.router import FhirRequest, FhirResponse, FhirRouter
 
+_C = document_contents.c
+SELECT_CONTENT = select(_C.patient_id, _C.blob_key, _C.sha256, _C.sha1, _C.size, _C.content_type).where(
+    _C.binary_id == bindparam("binary_id"))
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
 
 
@@ -57,9 +60,7 @@ class Retrieval:
         self.store = store
 
     def content_ref(self, repo: Repository, binary_id: str) -> tuple[str, BlobRef, str] | None:
-        t = document_contents.c
-        row = repo.conn.execute(select(t.patient_id, t.blob_key, t.sha256, t.sha1, t.size, t.content_type)
-                                .where(t.binary_id == binary_id)).first()
+        row = repo.conn.execute(SELECT_CONTENT, {"binary_id": binary_id}).first()
         if row is None:
             return None
         return row.patient_id, BlobRef(row.blob_key, row.sha256, row.sha1, int(row.size)), row.content_type

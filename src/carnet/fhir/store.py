@@ -37,6 +37,9 @@ INSERT_RESOURCE = insert(resources)
 INSERT_VERSION = insert(resource_versions)
 INSERT_INDEX = {kind: insert(table) for kind, table in INDEX_TABLES.items()}
 INSERTS = {"resources": INSERT_RESOURCE, "versions": INSERT_VERSION, **INSERT_INDEX}
+SELECT_CURRENT = select(resources.c.version, resources.c.last_updated, resources.c.deleted,
+                        resources.c.content).where(resources.c.res_type == bindparam("rt"),
+                                                   resources.c.res_id == bindparam("rid"))
 _KEY_COLUMNS = ("res_type", "res_id", "param")  # never null: plain equality, which an index serves
 DELETE_INDEX_ROW = {
     kind: delete(table).where(
@@ -129,10 +132,14 @@ class Repository:
     # -- reads --------------------------------------------------------------------------------
     def _current(self, resource_type: str, rid: str) -> Stored | None:
         t = resources.c
-        row = self.conn.execute(
-            select(t.version, t.last_updated, t.deleted, t.content)
-            .where(t.res_type == resource_type, t.res_id == rid, *self.visible(resource_type))
-        ).first()
+        visible = self.visible(resource_type)
+        if visible:
+            row = self.conn.execute(
+                select(t.version, t.last_updated, t.deleted, t.content)
+                .where(t.res_type == resource_type, t.res_id == rid, *visible)
+            ).first()
+        else:  # no policy predicate: the statement built once
+            row = self.conn.execute(SELECT_CURRENT, {"rt": resource_type, "rid": rid}).first()
         if row is None:
             return None
         return Stored(resource_type, rid, row.version, row.last_updated, row.deleted, row.content)
