@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from carnet.auth.principal import Principal
@@ -63,6 +63,13 @@ RESPONSE_PROFILE = f"{MHD}/StructureDefinition/IHE.MHD.ProvideDocumentBundleResp
 RFC3986 = "urn:ietf:rfc:3986"
 DOCUMENT_TYPES = ("DocumentReference", "Binary")
 CDA_MEDIA = ("text/xml", "application/xml", "application/hl7-v3+xml", "application/cda+xml")
+
+
+_U = document_unique_ids.c
+SELECT_UNIQUE_IDS = select(_U.unique_id, _U.kind, _U.res_id, _U.patient_id, _U.sha256).where(
+    _U.unique_id.in_(bindparam("ids", expanding=True)))
+INSERT_UNIQUE_IDS = insert(document_unique_ids)
+INSERT_CONTENTS = insert(document_contents)
 
 
 def _t(fr: str, en: str) -> str:
@@ -749,7 +756,7 @@ class DocumentService:
         when = now_us()
         if plan.contents:
             repo.conn.execute(
-                insert(document_contents),
+                INSERT_CONTENTS,
                 [
                     {
                         "binary_id": c.binary_id,
@@ -794,14 +801,11 @@ class DocumentService:
     ) -> list[dict[str, Any]] | None:
         """Claim the submission's unique ids. A resubmission (every document already stored with the
         same content, under the same SubmissionSet or a new one) answers with the stored entries."""
-        t = document_unique_ids.c
         wanted = {uid: i for i, (uid, _) in plan.unique_ids.items()}
         rows = {
             r.unique_id: r
             for r in repo.conn.execute(
-                select(t.unique_id, t.kind, t.res_id, t.patient_id, t.sha256).where(
-                    t.unique_id.in_(list(wanted))
-                )
+                SELECT_UNIQUE_IDS, {"ids": list(wanted)}
             )
         }
         if not rows:
@@ -856,7 +860,7 @@ class DocumentService:
                 }
             )
         try:  # no savepoint: a collision fails the whole submission (its transaction is rolled back)
-            repo.conn.execute(insert(document_unique_ids), rows)
+            repo.conn.execute(INSERT_UNIQUE_IDS, rows)
         except IntegrityError:
             raise Conflict("a concurrent submission claimed one of these unique ids; retry") from None
 
