@@ -63,3 +63,32 @@ def test_the_pair_index_drives_only_plain_single_values() -> None:
                   [("family", "martin"), ("identifier", "x|1")], [("family", "martin")]):
         assert not compiler.pair_applies(parse("Practitioner", query)), query
     assert not compiler.pair_applies(parse("Patient", [("family", "martin"), ("given", "jean")]))
+
+
+def test_chained_criteria_through_one_practitioner_reference(fhir: Fhir, people: dict[str, str]) -> None:
+    """PractitionerRole.practitioner holds one reference: its chained criteria concern the same
+    practitioner, and are answered by one search of Practitioner."""
+    by_n = {n: rid for rid, n in people.items()}
+    roles = {}
+    for n in by_n:
+        role = fhir.create({"resourceType": "PractitionerRole", "practitioner": {
+            "reference": f"Practitioner/{by_n[n]}"}})
+        roles[role["id"]] = n
+    for fam, giv in itertools.product(["martin", "dupont", "durand", "mart"], ["jean", "anne", "paul"]):
+        got = {roles[i] for i in fhir.search_ids(
+            f"PractitionerRole?practitioner.family={fam}&practitioner.given={giv}&_count=100")}
+        assert got == expected(fam, giv, "given"), (fam, giv)
+
+
+def test_chained_criteria_through_a_repeating_reference_stay_independent(fhir: Fhir) -> None:
+    """DocumentReference.author repeats: author.family and author.given may be met by two authors."""
+    a = fhir.create({"resourceType": "Practitioner", "name": [{"family": "MARTIN", "given": ["Paul"]}]})
+    b = fhir.create({"resourceType": "Practitioner", "name": [{"family": "DUPONT", "given": ["Jean"]}]})
+    with fhir.backend.engine.connect().execution_options(carnet_write=True) as conn, conn.begin():
+        from carnet.auth.principal import Principal
+        from carnet.fhir.store import Repository
+
+        doc = Repository(conn, Principal.system(), validator=None).create({
+            "resourceType": "DocumentReference", "status": "current", "content": [{"attachment": {}}],
+            "author": [{"reference": f"Practitioner/{a['id']}"}, {"reference": f"Practitioner/{b['id']}"}]})
+    assert fhir.search_ids("DocumentReference?author.family=martin&author.given=jean") == [doc.id]

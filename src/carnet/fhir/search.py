@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -19,6 +20,7 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    intersect,
     literal,
     not_,
     or_,
@@ -239,6 +241,21 @@ def _selectivity(rtype: str, c: Clause) -> int:
     if ptype in ("token", "uri"):
         return 6
     return 8
+
+
+@cache
+def _single_valued(rtype: str, ref_param: str) -> bool:
+    """Whether a reference parameter reads one element of cardinality 0..1 (PractitionerRole's
+    ``practitioner``): criteria chained through it then concern the same referenced resource."""
+    from carnet.fhir.validation.definitions import definitions
+
+    expression = params_for(rtype)[ref_param].expression
+    parts = expression.split(".")
+    if len(parts) != 2 or parts[0] != rtype or not parts[1].isidentifier():
+        return False
+    typedef = definitions().types.get(rtype)
+    element = typedef.elements.get(parts[1]) if typedef is not None else None
+    return element is not None and element.single
 
 
 def _bounded(rtype: str, c: Clause) -> bool:
@@ -468,16 +485,58 @@ class Compiler:
                 key = (p.type, p.targets if p.type == "reference" else ())
                 contained.setdefault(key, (p, []))[1].append(contained_param(ref_param, tt, p.code))
         stmt = select(r.c.res_id).where(r.c.res_type == rtype, r.c.param == ref_param, or_(*inner_conds))
-        if not contained:
-            return stmt
+        parts = self._contained_parts(rtype, c, ref_param, contained)
+        return union_all(stmt, *parts) if parts else stmt
+
+    def _contained_parts(self, rtype: str, c: Clause, ref_param: str,
+                         contained: dict[tuple[str, tuple[str, ...]], tuple[SearchParam, list[str]]]
+                         ) -> list[Select[Any]]:
         name = f"{ref_param}.{c.param}" + (f":{c.modifier}" if c.modifier else "")
-        parts: list[Select[Any]] = [stmt]
+        parts: list[Select[Any]] = []
         for p, names in contained.values():
             table = INDEX_TABLES[p.type]
             parts.append(select(table.c.res_id).where(
                 table.c.res_type == rtype, table.c.param.in_(names),
                 or_(*(self.value_cond(p, c.modifier, v, table, name) for v in c.values))))
-        return union_all(*parts)
+        return parts
+
+    def chain_group_driver(self, req: SearchRequest) -> tuple[ColumnElement[bool], set[int]] | None:
+        """Several chained criteria through one single-valued reference
+        (``PractitionerRole?practitioner.family=martin&practitioner.given=jean``): the referenced
+        resources matching them all are found by one search of the target type (with its own
+        drivers: the pair index), instead of each criterion listing its thousands of matches.
+        Exact, because the reference holds one resource: the criteria need no other check (the
+        indexes of the clauses it answers come back with it). A reference to a contained resource
+        matches when the contained rows match every criterion."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, c in enumerate(req.clauses):
+            if len(c.chain) != 1 or c.modifier in ("not", "missing"):
+                continue
+            ref_param, target = c.chain[0]
+            targets = [target] if target else list(params_for(req.resource_type)[ref_param].targets)
+            if len(targets) == 1 and _modifier_allowed(targets[0], c.param, c.modifier):
+                groups.setdefault((ref_param, targets[0]), []).append(i)
+        for (ref_param, target), indexes in groups.items():
+            if len(indexes) < 2 or not _single_valued(req.resource_type, ref_param):
+                continue
+            clauses = [req.clauses[i] for i in indexes]
+            inner = SearchRequest(target, clauses=[Clause(c.param, c.modifier, c.values) for c in clauses])
+            ids = select(resources.c.res_id).where(*self.where(inner)).correlate(None)
+            r = idx_reference
+            stmt = select(r.c.res_id).where(r.c.res_type == req.resource_type, r.c.param == ref_param,
+                                            r.c.target_type == target, r.c.target_id.in_(ids))
+            inside: list[Select[Any]] = []
+            for c in clauses:
+                p = params_for(target)[c.param]
+                key = (p.type, p.targets if p.type == "reference" else ())
+                inside += self._contained_parts(req.resource_type, c, ref_param, {
+                    key: (p, [contained_param(ref_param, target, p.code)])})
+            contained = inside[0]
+            if len(inside) > 1:  # a subquery: SQLite takes no parenthesised compound in a compound
+                both = intersect(*inside).subquery()
+                contained = select(both.c.res_id)
+            return resources.c.res_id.in_(union_all(stmt, contained)), set(indexes)
+        return None
 
     def sort_key(self, rtype: str, key: str, desc: bool) -> Any:
         if key == "_id":
@@ -566,10 +625,17 @@ class Compiler:
             order.remove(req.driver)
             order.insert(0, req.driver)
         pair = self.pair_driver(req)
+        answered: set[int] = set()
+        if pair is None and not any(_selectivity(req.resource_type, c) <= 2 for c in req.clauses):
+            group = self.chain_group_driver(req)
+            if group is not None:
+                pair, answered = group
         if pair is not None:
             conds.append(pair)
         for n, i in enumerate(order):
             c = req.clauses[i]
+            if i in answered:
+                continue
             if n == 0 and pair is None and _selectivity(req.resource_type, c) < 9:
                 conds.append(self.clause(req.resource_type, c, r.res_id))
             else:
