@@ -810,6 +810,14 @@ def stage_search(args: argparse.Namespace, srv: Server, ceiling: Server, work: P
             if load["errors"] or load["aborted"]:
                 log(f"load incomplete: {load['aborted'] or load['first_error']}: not measuring this size")
                 entry["incomplete"] = True
+                try:
+                    entry["server_answers_after"] = httpx.get(srv.base + "/healthz", timeout=30).status_code
+                except httpx.HTTPError as exc:
+                    entry["server_answers_after"] = repr(exc)
+                entry["server_processes_after"] = len(srv.worker_pids()) + 1
+                entry["server_log_tail"] = srv.log_tail(60).splitlines()
+                log(f"server after the errors: /healthz {entry['server_answers_after']}, "
+                    f"{entry['server_processes_after']} processes; log tail:\n" + srv.log_tail(30))
                 search["scales"].append(entry)
                 save(name, out)
                 break
