@@ -225,7 +225,6 @@ class Lifecycle:
         """SubmissionSets are the record of a publication: created by ITI-65/105 only, never changed.
         Other Lists (Folders included) are plain resources."""
         from carnet.documents.mhd import is_submission_set
-        from carnet.fhir.router import FhirResponse
 
         if rid is None:  # POST List
             if is_submission_set(self.router._body(req)):
@@ -238,12 +237,7 @@ class Lifecycle:
         if current is not None and current.content and is_submission_set(jsonio.loads(current.content)):
             raise MethodNotAllowed(_t("Un SubmissionSet ne se modifie pas : il atteste d'une publication",
                                       "A SubmissionSet cannot change: it records a publication"))
-        if req.method == "PUT":
-            return self.router.update(repo, "List", rid, req)
-        if req.method == "PATCH":
-            return self.router.patch(repo, "List", rid, req)
-        repo.delete("List", rid)
-        return FhirResponse(204)
+        return self.router.default_write(repo, "List", rid, req)
 
     @staticmethod
     def refuse_put(repo: Repository, req: FhirRequest, rid: str | None) -> FhirResponse:
@@ -258,17 +252,11 @@ class Lifecycle:
 
     def binary_write(self, repo: Repository, req: FhirRequest, rid: str | None) -> FhirResponse:
         """Binaries that hold document content are immutable; other Binaries are plain resources."""
-        from carnet.fhir.router import FhirResponse
 
         assert rid is not None
         t = document_contents.c
         if repo.conn.execute(select(t.binary_id).where(t.binary_id == rid)).first() is None:
-            if req.method == "PUT":
-                return self.router.update(repo, "Binary", rid, req)
-            if req.method == "PATCH":
-                return self.router.patch(repo, "Binary", rid, req)
-            repo.delete("Binary", rid)
-            return FhirResponse(204)
+            return self.router.default_write(repo, "Binary", rid, req)
         raise MethodNotAllowed(
             _t(
                 "Le contenu d'un document est immuable ; il se publie par ITI-65 ou ITI-105",

@@ -162,6 +162,18 @@ class FhirRouter:
         would, in the request's (or the Bundle's) transaction."""
         self.interactions[(method, resource_type, instance)] = handler
 
+    def default_write(self, repo: Repository, resource_type: str, rid: str, req: FhirRequest) -> FhirResponse:
+        """The engine's own PUT, PATCH or DELETE of an instance: for an interaction handler that
+        lets a write through."""
+        if req.method == "PUT":
+            return self.update(repo, resource_type, rid, req)
+        if req.method == "PATCH":
+            return self.patch(repo, resource_type, rid, req)
+        if req.method == "DELETE":
+            repo.delete(resource_type, rid, if_match=_version_from_etag(req.headers.get("if-match")))
+            return FhirResponse(204)
+        raise MethodNotAllowed(f"{req.method} {resource_type}/{rid} is not a write")
+
     def add_reindexer(self, resource_type: str,
                       reindexer: Callable[[Repository, dict[str, Any]], None]) -> None:
         """``reindexer(repo, resource)`` rebuilds a service's own index of a stored resource (the
