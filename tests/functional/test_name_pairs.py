@@ -92,3 +92,11 @@ def test_chained_criteria_through_a_repeating_reference_stay_independent(fhir: F
             "resourceType": "DocumentReference", "status": "current", "content": [{"attachment": {}}],
             "author": [{"reference": f"Practitioner/{a['id']}"}, {"reference": f"Practitioner/{b['id']}"}]})
     assert fhir.search_ids("DocumentReference?author.family=martin&author.given=jean") == [doc.id]
+
+
+def test_repeated_criteria_are_all_applied(fhir: Fhir, people: dict[str, str]) -> None:
+    """family=martin&family=martinez: both must hold (the pair index answers one of them)."""
+    got = {people[i] for i in fhir.search_ids("Practitioner?family=martin&family=martinez&given=jean")}
+    assert got == expected("martinez", "jean", "given")
+    got = {people[i] for i in fhir.search_ids("Practitioner?family=martin&given=jean&given=jeanne")}
+    assert got == expected("martin", "jeanne", "given")

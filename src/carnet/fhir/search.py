@@ -577,7 +577,8 @@ class Compiler:
     PAIR_BEATS = 33  # a probed driver with fewer rows than this beats the pair scan
 
     def _pair(self, req: SearchRequest) -> tuple[str, str, str, str] | None:
-        """(first, second, first value, second value) of the pair index serving two criteria."""
+        """(first, second, first value, second value) of the pair index serving two criteria.
+        Values are cut to PAIR_PART like the rows: a cut value makes the pair a candidate set."""
         pairs = STRING_PAIRS.get(req.resource_type)
         if not pairs or any(_selectivity(req.resource_type, c) <= 2 for c in req.clauses):
             return None  # none, or an id, a reference or an identifier drives better
@@ -585,11 +586,23 @@ class Compiler:
                   if not c.chain and c.modifier == "" and len(c.values) == 1 and c.values[0]}
         for first, second in pairs:
             if first in simple and second in simple:
-                a = normalise(simple[first].values[0])[:PAIR_PART]
-                b = normalise(simple[second].values[0])[:PAIR_PART]
+                a = normalise(simple[first].values[0])
+                b = normalise(simple[second].values[0])
                 if a and b:
                     return first, second, a, b
         return None
+
+    def pair_answers(self, req: SearchRequest) -> set[int]:
+        """The clauses the pair driver answers exactly (no check needed): both, unless a value is
+        longer than the indexed part."""
+        found = self._pair(req)
+        if found is None:
+            return set()
+        first, second, a, b = found
+        if len(a) > PAIR_PART or len(b) > PAIR_PART:
+            return set()
+        mine = [i for i, c in enumerate(req.clauses) if c.param in (first, second) and not c.chain]
+        return set(mine) if len(mine) == 2 else set()  # family=a&family=b: the pair holds one of them
 
     def pair_applies(self, req: SearchRequest) -> bool:
         return self._pair(req) is not None
@@ -603,6 +616,7 @@ class Compiler:
         if found is None:
             return None
         first, second, a, b = found
+        a, b = a[:PAIR_PART], b[:PAIR_PART]
         t = INDEX_TABLES["string"]
         v = t.c.value
         # the first value equal to ``a``: one narrow range; longer ones starting with ``a``
@@ -625,7 +639,7 @@ class Compiler:
             order.remove(req.driver)
             order.insert(0, req.driver)
         pair = self.pair_driver(req)
-        answered: set[int] = set()
+        answered: set[int] = self.pair_answers(req) if pair is not None else set()
         if pair is None and not any(_selectivity(req.resource_type, c) <= 2 for c in req.clauses):
             group = self.chain_group_driver(req)
             if group is not None:
