@@ -324,6 +324,9 @@ def test_lifecycle_status_metadata_update_and_delete(fhir: Fhir) -> None:
     assert fhir.delete(f"DocumentReference/{new['id']}").status_code == 204
     assert fhir.get(f"DocumentReference/{new['id']}").status_code == 410
     assert fhir.get(binary).content == b"report"
+    # its uniqueId stays taken: the same submission again is refused, not answered with the deleted entry
+    again = fhir.post("", json=simple(b"report", uid="urn:oid:1.2.3.6.1"))
+    assert again.status_code == 409 and "deleted" in again.text
 
 
 @pytest.mark.parametrize(("change", "status", "words"), [

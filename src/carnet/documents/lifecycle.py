@@ -165,11 +165,14 @@ class Lifecycle:
                     "only the archived flag may change among the extensions",
                     expression=["DocumentReference.extension"],
                 )
-        if_match = req.headers.get("if-match")
-        if if_match and if_match.strip().removeprefix("W/").strip('"') != str(current.version):
+        from carnet.fhir.router import _version_from_etag
+
+        if_match = _version_from_etag(req.headers.get("if-match"))
+        if if_match is not None and if_match != current.version:
             from carnet.errors import PreconditionFailed
 
-            raise PreconditionFailed(f"If-Match names {if_match}, the current version is {current.version}")
+            raise PreconditionFailed(f"If-Match names version {if_match}, the current version is "
+                                     f"{current.version}")
         prefer = self.router._prefer(req)
         if not changed:
             return self.router.resource_response(current, 200, prefer)

@@ -874,7 +874,10 @@ class DocumentService:
             if row is not None:
                 rtype = "List" if row.kind == "submission" else "DocumentReference"
                 cur = repo._current(rtype, row.res_id)
-                location = f"{rtype}/{row.res_id}" + (f"/_history/{cur.version}" if cur else "")
+                if cur is None or cur.deleted:  # a uniqueId stays taken after its entry's deletion
+                    raise Conflict(_t(f"L'identifiant unique {uid} désigne une entrée supprimée",
+                                      f"The unique id {uid} names a deleted entry"))
+                location = f"{rtype}/{row.res_id}/_history/{cur.version}"
                 out.append(
                     {
                         "response": {
