@@ -29,6 +29,20 @@ class Principal:
     profession: str | None = None
     roles: frozenset[str] = field(default_factory=frozenset)
     access_mode: AccessMode = AccessMode.NORMAL
+    # The FHIR resource the caller is ("Practitioner/<id>", "Patient/<id>"): SMART's fhirUser.
+    fhir_user: str | None = None
+    # The patient a token is bound to (SMART launch context; emergency and regulation tokens).
+    patient: str | None = None
+    # Signed on with a strong means (eIDAS substantial: Pro Santé Connect's acr "eidas1").
+    strong_auth: bool = False
+    client_id: str | None = None
+    token_id: str | None = None  # the access token's jti, for revocation and the audit trail
+    reason: str | None = None  # the written reason of an emergency or regulation access
+
+    @property
+    def resource_id(self) -> str | None:
+        """The id part of :attr:`fhir_user`."""
+        return self.fhir_user.split("/", 1)[1] if self.fhir_user and "/" in self.fhir_user else None
 
     @classmethod
     def system(cls, subject: str = "carnet-system") -> Principal:

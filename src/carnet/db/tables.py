@@ -43,6 +43,12 @@ resources = Table(
     Column("deleted", Boolean, nullable=False, default=False),
     Column("patient_id", ID, nullable=True),
     Column("content", LargeBinary, nullable=True),
+    # Access attributes (carnet.policy), set by the write path: a document's type code, its
+    # visibility bits (policy.visibility) and the professional who published it ("Practitioner/<id>").
+    # A Binary carries those of the DocumentReference that points at it.
+    Column("doc_type", String(64), nullable=True),
+    Column("visibility", Integer, nullable=False, default=0, server_default="0"),
+    Column("author", String(80), nullable=True),
 )
 Index("ix_resources_type_updated", resources.c.res_type, resources.c.last_updated)
 Index("ix_resources_type_created", resources.c.res_type, resources.c.created_at, resources.c.res_id)
@@ -215,4 +221,31 @@ document_unique_ids = Table(
     Column("res_id", ID, nullable=False),  # DocumentReference or List id
     Column("patient_id", ID, nullable=False),
     Column("sha256", String(64), nullable=True),  # of the document's content
+)
+
+
+# Who may read whose record (carnet.policy): derived rows, recomputed in the transaction of every
+# change to what they derive from (the patient's Patient, CareTeam, Consent and RelatedPerson
+# resources, and the identity's status). ``actor`` is "Practitioner/<id>" or "Patient/<id>" (a legal
+# representative); ``level`` is policy.Level. A blocked professional has no row. Read predicates
+# select from it by actor, so one index range answers "which records may this caller read".
+access_rights = Table(
+    "access_rights",
+    metadata,
+    Column("actor", String(80), primary_key=True),
+    Column("patient_id", ID, primary_key=True),
+    Column("level", Integer, nullable=False),
+)
+Index("ix_access_rights_patient", access_rights.c.patient_id)
+
+# Per record: what the policy needs to know without reading the Patient (open, qualified identity,
+# emergency access opposed). Maintained with access_rights.
+record_access = Table(
+    "record_access",
+    metadata,
+    Column("patient_id", ID, primary_key=True),
+    Column("open", Boolean, nullable=False),
+    Column("qualified", Boolean, nullable=False),
+    Column("emergency_opposed", Boolean, nullable=False),
+    Column("minor", Boolean, nullable=False),
 )
