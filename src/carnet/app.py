@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carnet import __version__
 from carnet.api.fhir import fhir_endpoint
+from carnet.auth.issuer import TokenIssuer
 from carnet.config import Settings
 from carnet.db.engine import make_engine
 from carnet.fhir.capability import capability_statement
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.engine = engine
     app.state.fhir = router
     app.state.signing_key = settings.signing_key()
+    app.state.issuer = TokenIssuer(settings, engine)
     return app
 
 

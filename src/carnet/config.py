@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr | None = Field(
         None,
-        description="key that signs development tokens; generated into the data folder when unset",
+        description="key that signs sign-in sessions and their CSRF tokens; generated into the data folder "
+        "when unset",
     )
     max_body_bytes: int = Field(50 * 1024 * 1024, description="largest request body accepted, in bytes")
     max_bundle_entries: int = Field(10_000, description="largest number of entries in a posted Bundle")
@@ -72,7 +73,32 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key")
     blob_orphan_grace_hours: float = Field(
         24.0, description="age after which `carnet blobs sweep` removes content no document references")
+    habilitations_file: Path | None = Field(
+        None, description="the access matrix (profession × document class, JSON); default the one shipped "
+        "in carnet/policy/data/habilitations.json")
     log_level: str = Field("info", description="log level: debug, info, warning, error")
+    # OAuth 2.0 / OpenID Connect authorisation server (carnet.auth, docs/auth.md)
+    access_token_ttl_seconds: int = Field(
+        300, description="lifetime of access tokens (JWT, signed with the key in the keys folder)")
+    refresh_token_ttl_seconds: int = Field(
+        30 * 24 * 3600, description="lifetime of refresh tokens (offline_access); each use rotates it")
+    authorization_code_ttl_seconds: int = Field(
+        60, description="lifetime of an authorisation code (one use, PKCE S256 required)")
+    id_token_ttl_seconds: int = Field(3600, description="lifetime of OpenID Connect ID tokens")
+    client_assertion_max_seconds: int = Field(
+        300, description="longest lifetime accepted for a client's signed assertion (private_key_jwt)")
+    signin_session_ttl_seconds: int = Field(
+        900, description="time a browser has to finish signing in at /oauth/authorize")
+    signin_max_failures: int = Field(
+        5, description="wrong passwords or one-time codes in a row before a patient account is locked")
+    signin_lockout_seconds: int = Field(
+        900, description="how long a patient account stays locked after too many failures")
+    signin_methods: str = Field(
+        "", description="sign-in methods offered at /oauth/authorize, comma-separated (development, patient, "
+        "psc); default: development (in development mode only), patient, and psc when configured")
+    notifier: str = Field(
+        "log", description="how one-time codes reach patients: log (development: written to the log) or "
+        "<module>:<Class>")
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -99,7 +125,7 @@ class Settings(BaseSettings):
         return self.sqlalchemy_url.startswith("sqlite")
 
     def signing_key(self) -> bytes:
-        """The development token key: configured, else created once in the data folder."""
+        """The key of sign-in sessions and CSRF tokens: configured, else created once in the data folder."""
         if self.secret_key is not None:
             return self.secret_key.get_secret_value().encode()
         path = self.data_dir / "keys" / "dev-token.key"

@@ -14,10 +14,13 @@ from carnet.identity.insi import load_insi
 from carnet.identity.matchops import register_match_operations
 from carnet.identity.operations import register_identity_operations
 from carnet.identity.services import IdentityService
+from carnet.policy.dicah import DicahPolicy
+from carnet.policy.matrix import load_habilitations
 
 
 def build_router(settings: Settings, engine: Engine) -> FhirRouter:
-    router = FhirRouter(settings, engine, validator=validate)
+    router = FhirRouter(settings, engine, validator=validate,
+                        policy=DicahPolicy(load_habilitations(settings.habilitations_file)))
     identity = IdentityService(settings, load_insi(settings.insi_spec))
     router.add_hook("Patient", identity.before_patient_write)
     register_identity_operations(router, identity)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -36,7 +37,11 @@ def test_config_lists_every_setting_with_source_and_masks_secrets(tmp_path: Path
 def test_token_works_in_development_and_is_refused_in_production(tmp_path: Path) -> None:
     r = run("token", "--as", "system", data=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("carnet-dev.")
+    header = json.loads(base64.urlsafe_b64decode(r.stdout.split(".")[0] + "=="))
+    assert header["typ"] == "at+jwt" and header["alg"] == "ES256"
+    r = run("token", "--as", "practitioner:899999999999", data=tmp_path)
+    assert r.returncode != 0
+    assert "899999999999" in r.stderr and "directory" in r.stderr
     r = run("token", "--as", "system", data=tmp_path, env={"CARNET_MODE": "production"})
     assert r.returncode != 0
     assert "development mode only" in r.stderr
@@ -50,10 +55,11 @@ def test_migrate_demo_and_serve(tmp_path: Path) -> None:
     assert "14 Practitioner" in r.stdout and "14 PractitionerRole" in r.stdout
     insi = json.loads((tmp_path / "insi" / "identities.json").read_text(encoding="utf-8"))
     assert len(insi["identities"]) == 3
-    token = run("token", "--as", "system", data=tmp_path).stdout.strip()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # a token is for one server (its audience is that server's FHIR base)
+    token = run("token", "--as", "system", data=tmp_path, env={"CARNET_PORT": str(port)}).stdout.strip()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARNET_")}
     env["CARNET_MODE"] = "production"
     with subprocess.Popen([*CARNET, "serve", "--data", str(tmp_path), "--port", str(port)],

@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 
-from carnet.auth import tokens
 from carnet.auth.principal import Principal
 from carnet.config import Mode
 from carnet.identity import fhir as insfhir
@@ -195,7 +194,7 @@ def test_operations_are_declared_and_unknown_ones_refused(fhir: Fhir) -> None:
 def production(fhir: Fhir) -> Iterator[httpx.Client]:
     settings = fhir.backend.settings.model_copy(update={"mode": Mode.PRODUCTION})
     server = LiveServer(settings)
-    token = tokens.issue(settings.signing_key(), Principal.system("hospital-it"))
+    token = server.app.state.issuer.issue(Principal.system("hospital-it"))
     with httpx.Client(base_url=server.url + "/fhir/", timeout=60, headers={
             "Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}) as client:
         yield client

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from carnet.auth import tokens
 from carnet.auth.principal import Kind, Principal
 from carnet.config import Settings
 from carnet.db.engine import make_engine
@@ -246,15 +245,15 @@ def test_only_an_operator_may_merge(client: Fhir, live: LiveServer, kind: Kind) 
     source = client.create(plain_patient("MARTIN", ["Jean"], "1970-05-01", "male"))
     target = client.create(plain_patient("MARTIN", ["Jean"], "1970-05-01", "male"))
     client.create(observation(source["id"], "29463-7"))
-    token = tokens.issue(live.app.state.signing_key, Principal(kind, "someone", frozenset({"system/*.cruds"})))
+    token = live.app.state.issuer.issue(Principal(kind, "someone", frozenset({"system/*.cruds"})))
     r = client.post("Patient/$merge", json=merge_params(source["id"], target["id"]),
                     headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 403, r.text
     assert r.json()["resourceType"] == "OperationOutcome"
     assert client.get(f"Patient/{source['id']}").json().get("active") is not False
     assert len(client.search_ids(f"Observation?subject=Patient/{source['id']}")) == 1
-    operator = tokens.issue(live.app.state.signing_key,
-                            Principal(Kind.OPERATOR, "operator", frozenset({"system/*.cruds"})))
+    operator = live.app.state.issuer.issue(
+        Principal(Kind.OPERATOR, "operator", frozenset({"system/*.cruds"})))
     r = client.post("Patient/$merge", json=merge_params(source["id"], target["id"]),
                     headers={"Authorization": f"Bearer {operator}"})
     assert r.status_code == 200, r.text

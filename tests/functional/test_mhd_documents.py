@@ -135,16 +135,16 @@ def strict(fhir: Fhir) -> Iterator[httpx.Client]:
     server = LiveServer(settings)
     try:
         with httpx.Client(base_url=server.url + "/fhir/", timeout=60) as client:
+            client.issuer = server.app.state.issuer  # type: ignore[attr-defined]  # tokens for this server
             yield client
     finally:
         server.stop()
 
 
 def test_production_requires_a_qualified_identity_and_limits_size(fhir: Fhir, strict: httpx.Client) -> None:
-    from carnet.auth import tokens
     from carnet.auth.principal import Principal
 
-    token = tokens.issue(fhir.backend.settings.signing_key(), Principal.system("hospital-it"))
+    token = strict.issuer.issue(Principal.system("hospital-it"))  # type: ignore[attr-defined]
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
     matricule = nir.make_matricule("1840375056123")
     traits = Traits("DURAND", ("PAUL",), date(1984, 3, 1), "male", "75056")

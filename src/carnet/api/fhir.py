@@ -33,7 +33,9 @@ async def fhir_endpoint(request: Request) -> Response:
     router: FhirRouter = request.app.state.fhir
     settings = request.app.state.settings
     try:
-        principal = principal_from(request)
+        # a bearer token costs a signature check and a revocation lookup: off the event loop
+        principal = (await run_in_threadpool(principal_from, request) if "authorization" in request.headers
+                     else principal_from(request))
         body = await read_body(request, settings.max_body_bytes) if request.method in (
             "POST", "PUT", "PATCH") else None
     except CarnetError as exc:
@@ -49,6 +51,9 @@ async def fhir_endpoint(request: Request) -> Response:
             resp = FhirResponse(500, outcome([Issue("fatal", "exception",
                                                     "internal error; the request changed nothing")]))
     headers = dict(resp.headers)
+    if resp.status == 401:  # RFC 6750: say how to authenticate, and why a presented token failed
+        headers["www-authenticate"] = ('Bearer realm="carnet", error="invalid_token"'
+                                       if "authorization" in request.headers else 'Bearer realm="carnet"')
     # document content: the exact bytes under the exact content type it was published with (set
     # as a header: Starlette would append a charset to text/* media types)
     if resp.stream is not None:

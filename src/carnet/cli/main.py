@@ -92,19 +92,42 @@ def demo(data: Path | None, patients: int, seed: int) -> None:
 
 @main.command()
 @data_option
-@click.option("--as", "as_", required=True, help="who the token is for: system")
-@click.option("--ttl", type=int, default=3600, show_default=True, help="lifetime in seconds")
-def token(data: Path | None, as_: str, ttl: int) -> None:
-    """Print a development bearer token (development mode only)."""
-    from carnet.auth import tokens
+@click.option("--as", "as_", required=True,
+              help="who the token is for: practitioner:<national id>, patient:<INS matricule> or system")
+@click.option("--ttl", type=int, default=None,
+              help="lifetime in seconds (default CARNET_ACCESS_TOKEN_TTL_SECONDS)")
+def token(data: Path | None, as_: str, ttl: int | None) -> None:
+    """Print an access token (development mode only)."""
+    from carnet.auth import people
+    from carnet.auth.issuer import TokenIssuer
     from carnet.auth.principal import Principal
+    from carnet.db.engine import make_engine
+    from carnet.db.migrate import upgrade
+    from carnet.errors import CarnetError
+    from carnet.wiring import build_router
 
     settings = _settings(data)
     if settings.mode != Mode.DEVELOPMENT:
         raise click.ClickException("tokens are issued by this command in development mode only")
-    if as_ != "system":
-        raise click.ClickException("only --as system is available until sign-on is configured")
-    click.echo(tokens.issue(settings.signing_key(), Principal.system(), ttl))
+    kind, _, who = as_.partition(":")
+    if kind not in ("practitioner", "patient", "system") or (kind != "system") != bool(who):
+        raise click.ClickException("--as: practitioner:<national id>, patient:<INS matricule> or system")
+    engine = make_engine(settings)
+    try:
+        upgrade(engine)
+        if kind == "system":
+            principal = Principal.system()
+        else:
+            router = build_router(settings, engine)
+            if kind == "practitioner":
+                principal = people.practitioner_principal(router, who)
+            else:
+                principal = people.patient_principal(router, people.patient_by_matricule(router, who))
+        click.echo(TokenIssuer(settings, engine).issue(principal, ttl, client_id="carnet-cli"))
+    except CarnetError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        engine.dispose()
 
 
 @main.command()

@@ -21,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
 )
 
 metadata = MetaData()
@@ -249,3 +250,105 @@ record_access = Table(
     Column("emergency_opposed", Boolean, nullable=False),
     Column("minor", Boolean, nullable=False),
 )
+
+
+# The OAuth 2.0 / OpenID Connect authorisation server (carnet.auth). Instants in microseconds like
+# everything else; secrets (client secrets, codes, refresh tokens) are stored only as hashes.
+
+# Clients registered by the operator (``carnet client add``). ``client_type`` is confidential (a
+# secret), public (PKCE only) or backend (SMART Backend Services: private_key_jwt with ``jwks``).
+oauth_clients = Table(
+    "oauth_clients",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("client_type", String(16), nullable=False),
+    Column("secret_hash", String(255), nullable=True),  # argon2id of the client secret
+    Column("redirect_uris", Text, nullable=False),  # JSON list
+    Column("scope", Text, nullable=False),  # the scopes the client may be granted, space-separated
+    Column("jwks", Text, nullable=True),  # JSON Web Key Set of a backend client's public keys
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# Authorisation codes: one use, a minute or so. ``claims`` is the JSON of who signed in and what
+# was granted (the claims the tokens will carry).
+oauth_codes = Table(
+    "oauth_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),  # SHA-256 of the code
+    Column("client_id", String(64), nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("code_challenge", String(128), nullable=False),
+    Column("nonce", String(255), nullable=True),
+    Column("claims", Text, nullable=False),
+    Column("auth_time", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
+Index("ix_oauth_codes_expires", oauth_codes.c.expires_at)
+
+# Refresh tokens, rotated on every use: the used one keeps its row (``rotated_at``) so that a second
+# use of it, a sign of theft, revokes the whole family (every token descended from one sign-in).
+oauth_refresh_tokens = Table(
+    "oauth_refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),  # SHA-256 of the token
+    Column("family_id", String(64), nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("claims", Text, nullable=False),
+    Column("auth_time", BigInteger, nullable=False),
+    Column("issued_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("rotated_at", BigInteger, nullable=True),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+Index("ix_oauth_refresh_tokens_family", oauth_refresh_tokens.c.family_id)
+Index("ix_oauth_refresh_tokens_client", oauth_refresh_tokens.c.client_id)
+
+# Access tokens revoked before they expire (RFC 7009), by jti: verifying a token costs one primary
+# key lookup here. Rows can go once ``expires_at`` is past.
+oauth_revoked_tokens = Table(
+    "oauth_revoked_tokens",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=False),
+)
+
+# Client assertion ids already seen (private_key_jwt): an assertion is accepted once.
+oauth_assertion_jtis = Table(
+    "oauth_assertion_jtis",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("jti", String(255), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),
+)
+
+# A browser's sign-in in progress (the pending authorisation request, the step reached, a one-time
+# code's hash): the cookie carries only the id, so any app node can carry on the sign-in.
+signin_sessions = Table(
+    "signin_sessions",
+    metadata,
+    Column("session_id", String(64), primary_key=True),  # SHA-256 of the cookie's value
+    Column("state", Text, nullable=False),  # JSON
+    Column("expires_at", BigInteger, nullable=False),
+)
+Index("ix_signin_sessions_expires", signin_sessions.c.expires_at)
+
+# Patients' sign-in accounts: username, password (argon2id) and a second factor (a TOTP secret, or
+# a channel a one-time code is sent to). A legal representative has their own account and Patient.
+patient_accounts = Table(
+    "patient_accounts",
+    metadata,
+    Column("username", String(128), primary_key=True),  # lower-cased
+    Column("patient_id", ID, nullable=False),
+    Column("password_hash", String(255), nullable=False),
+    Column("totp_secret", String(64), nullable=True),
+    Column("totp_last_step", BigInteger, nullable=True),  # the last TOTP step accepted (no replay)
+    Column("channel", String(255), nullable=True),  # where one-time codes are sent (Notifier)
+    Column("failed_count", Integer, nullable=False, default=0),
+    Column("locked_until", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+Index("ix_patient_accounts_patient", patient_accounts.c.patient_id)

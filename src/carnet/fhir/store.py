@@ -27,6 +27,7 @@ from carnet.fhir.indexer import index_rows, patient_of
 from carnet.fhir.searchparams import params_for, resource_types
 from carnet.fhir.values import instant_text, now_us
 from carnet.policy import OpenPolicy, Policy
+from carnet.policy.attributes import NO_ATTRIBUTES, binary_ids, document_attributes, security_context
 
 Validator = Callable[[dict[str, Any]], list[Any]]
 # hook(repo, resource, previous): before a create (previous None) or an update of the resource's type
@@ -275,14 +276,58 @@ class Repository:
         when = now_us()
         content = self._stamp(resource, rid, 1, when)
         patient = self._write_index(resource, replace=False)
+        attrs, patient = self._attributes(resource, None, patient)
         self._insert("resources", [{
             "res_type": rtype, "res_id": rid, "version": 1, "last_updated": when, "created_at": when,
-            "deleted": False, "patient_id": patient, "content": content}])
+            "deleted": False, "patient_id": patient, "content": content, **attrs}])
         self._insert("versions", [{
             "res_type": rtype, "res_id": rid, "version": 1, "last_updated": when, "method": "POST",
             "patient_id": patient, "content": content}])
+        self._after_write(rtype, resource, patient, None, attrs)
         self._record("create", rtype, (rid,))
         return Stored(rtype, rid, 1, when, False, content)
+
+    # -- access attributes (carnet.policy.attributes) -----------------------------------------
+    def _attributes(self, resource: dict[str, Any], previous: dict[str, Any] | None,
+                    patient: str | None) -> tuple[dict[str, Any], str | None]:
+        """The row's access attributes, and its patient (a Binary belongs to its document's)."""
+        rtype = resource["resourceType"]
+        if rtype == "DocumentReference":
+            return document_attributes(resource, self.principal, previous), patient
+        if rtype != "Binary":
+            return NO_ATTRIBUTES, patient
+        target = security_context(resource)
+        if target is None or target[0] != "DocumentReference":
+            return NO_ATTRIBUTES, patient
+        self.flush()
+        t = resources.c
+        row = self.conn.execute(select(t.patient_id, t.doc_type, t.visibility, t.author).where(
+            t.res_type == "DocumentReference", t.res_id == target[1])).first()
+        if row is None:  # the document comes later in the same transaction: it brings them
+            return NO_ATTRIBUTES, patient
+        return {"doc_type": row.doc_type, "visibility": row.visibility, "author": row.author}, row.patient_id
+
+    def _sync_binaries(self, document: dict[str, Any], patient: str | None, attrs: dict[str, Any]) -> None:
+        """Give the Binaries a DocumentReference points at (and that name it as their security
+        context) the document's patient and access attributes."""
+        ids = binary_ids(document)
+        if not ids:
+            return
+        self.flush()
+        t = resources.c
+        rows = self.conn.execute(select(t.res_id, t.content).where(
+            t.res_type == "Binary", t.res_id.in_(ids), t.deleted.is_(False)))
+        mine = [r.res_id for r in rows if r.content is not None and security_context(
+            jsonio.loads(r.content)) == ("DocumentReference", document["id"])]
+        if mine:
+            self.conn.execute(update(resources).where(t.res_type == "Binary", t.res_id.in_(mine))
+                              .values(patient_id=patient, **attrs))
+
+    def _after_write(self, rtype: str, resource: dict[str, Any] | None, patient: str | None,
+                     previous: dict[str, Any] | None, attrs: dict[str, Any]) -> None:
+        if rtype == "DocumentReference" and resource is not None:
+            self._sync_binaries(resource, patient, attrs)
+        self.policy.after_write(self, rtype, resource, patient, previous, attrs)
 
     def update(self, resource_type: str, rid: str, resource: Any, *, if_match: int | None = None,
                method: str = "PUT", validated: bool = False) -> tuple[Stored, bool]:
@@ -297,7 +342,8 @@ class Repository:
                           expression=[f"{resource_type}.id"])
         t = resources.c
         cur = self.conn.execute(
-            select(t.version, t.deleted, t.created_at, *((t.content,) if resource_type in self.hooks else ()))
+            select(t.version, t.deleted, t.created_at, t.patient_id, t.doc_type, t.visibility, t.author,
+                   *((t.content,) if resource_type in self.hooks else ()))
             .where(t.res_type == resource_type, t.res_id == rid, *self.visible(resource_type))
         ).first()
         if if_match is not None and (cur is None or cur.version != if_match):
@@ -314,24 +360,33 @@ class Repository:
         version = 1 if cur is None else cur.version + 1
         content = self._stamp(resource, rid, version, when)
         patient = self._write_index(resource, replace=cur is not None)
+        previous = None if cur is None else {
+            "patient_id": cur.patient_id, "doc_type": cur.doc_type, "visibility": cur.visibility,
+            "author": cur.author}
+        attrs, patient = self._attributes(resource, previous, patient)
         if cur is None:
-            self._insert_new(resource_type, rid, when, patient, content)
+            self._insert_new(resource_type, rid, when, patient, content, attrs)
         else:
             changed = self.conn.execute(
                 update(resources)
                 .where(t.res_type == resource_type, t.res_id == rid, t.version == cur.version)
                 .values(version=version, last_updated=when, deleted=False, patient_id=patient,
-                        content=content)
+                        content=content, **attrs)
             ).rowcount
             if changed != 1:
                 raise Conflict(f"{resource_type}/{rid} was changed concurrently; retry")
         self.conn.execute(INSERT_VERSION, {
             "res_type": resource_type, "res_id": rid, "version": version, "last_updated": when,
             "method": method, "patient_id": patient, "content": content})
+        if previous is not None and patient != previous["patient_id"] and previous["patient_id"] is not None:
+            # moved out of a record: that record's rights may derive from it
+            self.policy.after_write(self, resource_type, None, previous["patient_id"], previous, NO_ATTRIBUTES)
+        self._after_write(resource_type, resource, patient, previous, attrs)
         self._record(interaction, resource_type, (rid,))
         return Stored(resource_type, rid, version, when, False, content), cur is None
 
-    def _insert_new(self, rtype: str, rid: str, when: int, patient: str | None, content: bytes) -> None:
+    def _insert_new(self, rtype: str, rid: str, when: int, patient: str | None, content: bytes,
+                    attrs: dict[str, Any]) -> None:
         exists = self.conn.execute(
             select(resources.c.version).where(resources.c.res_type == rtype, resources.c.res_id == rid)
         ).first()
@@ -339,7 +394,7 @@ class Repository:
             raise Conflict(f"{rtype}/{rid} cannot be written by this caller")
         self.conn.execute(INSERT_RESOURCE, {
             "res_type": rtype, "res_id": rid, "version": 1, "last_updated": when, "created_at": when,
-            "deleted": False, "patient_id": patient, "content": content})
+            "deleted": False, "patient_id": patient, "content": content, **attrs})
 
     def delete(self, resource_type: str, rid: str, *, if_match: int | None = None) -> Stored | None:
         """Logical delete: a new version marks the resource deleted; history keeps the rest.
@@ -347,7 +402,7 @@ class Repository:
         check_type(resource_type)
         t = resources.c
         cur = self.conn.execute(
-            select(t.version, t.deleted, t.patient_id)
+            select(t.version, t.deleted, t.patient_id, t.doc_type, t.visibility, t.author)
             .where(t.res_type == resource_type, t.res_id == rid, *self.visible(resource_type))
         ).first()
         if if_match is not None and (cur is None or cur.version != if_match):
@@ -364,6 +419,9 @@ class Repository:
         self.conn.execute(insert(resource_versions).values(
             res_type=resource_type, res_id=rid, version=version, last_updated=when, method="DELETE",
             patient_id=cur.patient_id, content=None))
+        self.policy.after_write(self, resource_type, None, cur.patient_id, {
+            "patient_id": cur.patient_id, "doc_type": cur.doc_type, "visibility": cur.visibility,
+            "author": cur.author}, NO_ATTRIBUTES)
         self._record("delete", resource_type, (rid,))
         return Stored(resource_type, rid, version, when, True, None)
 

@@ -7,12 +7,15 @@ admits every principal that holds a scope for the resource type and action.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import ColumnElement, Table
 
 from carnet.auth.principal import Principal
 from carnet.errors import Forbidden
+
+if TYPE_CHECKING:
+    from carnet.fhir.store import Repository
 
 
 class Policy(Protocol):
@@ -23,6 +26,13 @@ class Policy(Protocol):
 
     def check_write(self, principal: Principal, interaction: str, resource_type: str) -> None:
         """Raise Forbidden when the principal may not perform ``interaction`` on the type."""
+
+    def after_write(self, repo: Repository, resource_type: str, resource: dict[str, Any] | None,
+                    patient_id: str | None, previous: dict[str, Any] | None,
+                    attributes: dict[str, Any]) -> None:
+        """After a write (``resource`` None for a delete), in its transaction: raise to refuse what
+        was written; keep what the policy derives from it up to date. ``previous`` holds the stored
+        row's access attributes before the write (None for a creation); ``attributes`` the new ones."""
 
 
 def scope_allows(principal: Principal, resource_type: str, letter: str) -> bool:
@@ -49,3 +59,8 @@ class OpenPolicy:
         letter = {"create": "c", "update": "u", "patch": "u", "delete": "d"}.get(interaction, "u")
         if not scope_allows(principal, resource_type, letter):
             raise Forbidden(f"the token's scopes do not allow {interaction} on {resource_type}")
+
+    def after_write(self, repo: Repository, resource_type: str, resource: dict[str, Any] | None,
+                    patient_id: str | None, previous: dict[str, Any] | None,
+                    attributes: dict[str, Any]) -> None:
+        return None

@@ -1,0 +1,232 @@
+"""DICAH, enforced in the data layer: the caller's rights compiled into SQL predicates.
+
+Every read query of a request (read, vread, search, count, includes, history, conditional
+matches, MHD queries) carries :meth:`DicahPolicy.read_filter`; what it hides is absent, not
+forbidden. Writes are checked before (scopes, which types a caller may write) and after (where
+the written resource landed, visibility rules), and a change to what rights derive from
+recomputes them in the same transaction (:mod:`carnet.policy.rights`).
+
+Professionals (D, I, C, A, H):
+* D and I: the record is open and its identity qualified — ``access_rights`` holds no READ/FULL
+  row otherwise;
+* C: a row READ (care team, authorisation) or FULL (médecin traitant or the same rights) for the
+  professional; BLOCKED refuses, whatever else holds. An emergency or regulation token bound to one
+  patient stands for consent on that record unless the patient opposed it or blocked the caller;
+* A: the token comes from a strong sign-on;
+* H: the access matrix allows the profession to read the document's type (DocumentReference and its
+  Binary); other clinical resources follow consent alone;
+* ``MASQUE_PS`` documents only for their author and FULL rights; Consents never.
+
+Patients see their record but ``INVISIBLE_PATIENT`` documents; a legal representative (a patient
+with a REPRESENTATIVE row) sees the minor's record but ``INVISIBLE_PATIENT`` and
+``INVISIBLE_REPRESENTANTS_LEGAUX`` documents. System and operator principals are not filtered;
+anonymous callers see nothing.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ColumnElement, Table, and_, exists, false, or_, select, true
+
+from carnet.auth.principal import AccessMode, Kind, Principal
+from carnet.db.tables import access_rights, record_access, resources
+from carnet.errors import Forbidden, Unprocessable
+from carnet.fhir.searchparams import params_for, resource_types
+from carnet.policy import scope_allows
+from carnet.policy.attributes import Visibility
+from carnet.policy.matrix import Habilitations, load_habilitations
+from carnet.policy.rights import SOURCES, Level, minors_represented_by, recompute
+
+if TYPE_CHECKING:
+    from carnet.fhir.store import Repository
+
+DOCUMENT_TYPES = frozenset({"DocumentReference", "Binary"})
+PATIENT_ONLY = frozenset({"Consent"})  # what a record's professionals never read
+# what professionals may not write: consent and the care team are the patient's (or the operator's)
+PATIENT_MANAGED = frozenset({"Consent", "CareTeam", "RelatedPerson"})
+# what a patient principal may write in their record (or a represented minor's)
+PATIENT_WRITABLE = frozenset({"Consent", "DocumentReference", "Binary", "List", "Patient", "RelatedPerson"})
+PATIENT_DOCUMENT_CLASS = "90"  # "Autres documents déposés par le patient"
+
+
+@cache
+def compartment_types() -> frozenset[str]:
+    """Types whose rows can belong to a patient (``resources.patient_id``): the others are never
+    filtered by record rights."""
+    out = {"Patient", "Binary"}
+    for rtype in resource_types():
+        for p in params_for(rtype).values():
+            if p.type == "reference" and p.code in ("patient", "subject", "beneficiary") and (
+                    not p.targets or "Patient" in p.targets):
+                out.add(rtype)
+                break
+    return frozenset(out)
+
+
+def _t(fr: str, en: str) -> str:
+    return f"{fr} / {en}"
+
+
+class DicahPolicy:
+    def __init__(self, habilitations: Habilitations | None = None) -> None:
+        self.habilitations = habilitations or load_habilitations(None)
+
+    # -- reads ------------------------------------------------------------------------------
+    def read_filter(self, principal: Principal, resource_type: str | None,
+                    table: Table) -> ColumnElement[bool] | None:
+        if principal.kind in (Kind.SYSTEM, Kind.OPERATOR):
+            return None
+        if principal.kind == Kind.ANONYMOUS:
+            return false()
+        if resource_type is not None and resource_type not in compartment_types():
+            return None
+        if table is resources:
+            return self._predicate(principal, resource_type, resources)
+        # a version is visible when the resource is visible now
+        current = resources.alias("visible_now")
+        return exists(select(current.c.res_id).where(
+            current.c.res_type == table.c.res_type, current.c.res_id == table.c.res_id,
+            self._predicate(principal, resource_type, current)))
+
+    def _predicate(self, principal: Principal, resource_type: str | None, r: Any) -> ColumnElement[bool]:
+        c = r.c
+        shared = c.patient_id.is_(None)  # directory and other resources of no record
+        if principal.kind == Kind.PATIENT:
+            me = principal.resource_id
+            if me is None:
+                return shared
+            own = and_(c.patient_id == me, c.visibility.op("&")(int(Visibility.INVISIBLE_PATIENT)) == 0)
+            mask = int(Visibility.INVISIBLE_PATIENT | Visibility.INVISIBLE_REPRESENTANTS_LEGAUX)
+            minors = and_(c.patient_id.in_(select(access_rights.c.patient_id).where(
+                access_rights.c.actor == principal.fhir_user,
+                access_rights.c.level == int(Level.REPRESENTATIVE))), c.visibility.op("&")(mask) == 0)
+            return or_(shared, own, minors)
+        if principal.kind != Kind.PRACTITIONER or not principal.fhir_user:
+            return shared
+        if resource_type in PATIENT_ONLY:
+            return false()
+        me = principal.fhir_user
+        readable = select(access_rights.c.patient_id).where(
+            access_rights.c.actor == me, access_rights.c.level.in_((int(Level.READ), int(Level.FULL))))
+        records = c.patient_id.in_(readable) if principal.strong_auth else false()
+        if principal.access_mode != AccessMode.NORMAL and principal.patient and principal.strong_auth:
+            records = or_(records, and_(c.patient_id == principal.patient, self._emergency_open(
+                principal.patient, me)))
+        conditions = [records]
+        if resource_type is None:
+            conditions.append(c.res_type.not_in(sorted(PATIENT_ONLY)))
+        if resource_type is None or resource_type in DOCUMENT_TYPES:
+            allowed = self.habilitations.allowed_types(principal.profession)
+            docs = c.res_type.not_in(sorted(DOCUMENT_TYPES)) if resource_type is None else false()
+            if allowed is None:
+                habilitated = true()
+            else:
+                habilitated = or_(docs, c.doc_type.in_(sorted(allowed)))
+                if not allowed:
+                    habilitated = docs
+            full = select(access_rights.c.patient_id).where(
+                access_rights.c.actor == me, access_rights.c.level == int(Level.FULL))
+            unmasked = or_(c.visibility.op("&")(int(Visibility.MASQUE_PS)) == 0, c.author == me,
+                           c.patient_id.in_(full))
+            conditions += [habilitated, unmasked]
+        return or_(shared, and_(*conditions))
+
+    @staticmethod
+    def _emergency_open(patient: str, me: str) -> ColumnElement[bool]:
+        ra = record_access.c
+        blocked = select(access_rights.c.patient_id).where(
+            access_rights.c.actor == me, access_rights.c.patient_id == patient,
+            access_rights.c.level == int(Level.BLOCKED))
+        return and_(exists(select(ra.patient_id).where(
+            ra.patient_id == patient, ra.open.is_(True), ra.qualified.is_(True),
+            ra.emergency_opposed.is_(False))), ~exists(blocked))
+
+    # -- writes -----------------------------------------------------------------------------
+    def check_write(self, principal: Principal, interaction: str, resource_type: str) -> None:
+        letter = {"create": "c", "update": "u", "patch": "u", "delete": "d"}.get(interaction, "u")
+        if not scope_allows(principal, resource_type, letter):
+            raise Forbidden(_t(f"Les droits du jeton ne permettent pas {interaction} sur {resource_type}",
+                               f"the token's scopes do not allow {interaction} on {resource_type}"))
+        if principal.kind == Kind.ANONYMOUS:
+            raise Forbidden(_t("Authentification requise", "authentication required"))
+        if principal.kind == Kind.PRACTITIONER and resource_type in PATIENT_MANAGED:
+            raise Forbidden(_t(f"Seul le patient gère ses {resource_type} (consentement, équipe de soins, "
+                               "représentants)",
+                               f"only the patient manages their {resource_type} (consent, care team, "
+                               "representatives)"))
+        if principal.kind == Kind.PATIENT and resource_type not in PATIENT_WRITABLE:
+            raise Forbidden(_t(f"Un patient n'écrit pas de {resource_type}",
+                               f"a patient does not write {resource_type} resources"))
+
+    def after_write(self, repo: Repository, resource_type: str, resource: dict[str, Any] | None,
+                    patient_id: str | None, previous: dict[str, Any] | None,
+                    attributes: dict[str, Any]) -> None:
+        """After a create, update or delete (``resource`` None) and before commit: refuse what the
+        caller may not have written, then bring the derived rights up to date."""
+        principal = repo.principal
+        if principal.kind == Kind.PATIENT:
+            self._check_patient_write(repo, resource_type, resource, patient_id, previous, attributes)
+        if resource_type == "DocumentReference" and resource is not None:
+            self._check_visibility(principal, resource, previous, attributes)
+        if resource_type in SOURCES and patient_id is not None:
+            recompute(repo.conn, patient_id)
+            if resource_type == "Patient" and resource is not None:
+                for minor in minors_represented_by(repo.conn, resource):
+                    if minor != patient_id:
+                        recompute(repo.conn, minor)
+
+    @staticmethod
+    def _check_visibility(principal: Principal, resource: dict[str, Any], previous: dict[str, Any] | None,
+                          attributes: dict[str, Any]) -> None:
+        bits = Visibility(attributes.get("visibility") or 0)
+        if previous is None:
+            return
+        before = Visibility(previous.get("visibility") or 0)
+        if bits & Visibility.INVISIBLE_PATIENT and not before & Visibility.INVISIBLE_PATIENT:
+            raise Unprocessable(_t(
+                "INVISIBLE_PATIENT ne se pose qu'à la publication du document"
+                + (" ; il a été levé et ne peut plus être remis" if before & Visibility.PATIENT_LIFTED else ""),
+                "INVISIBLE_PATIENT is set only when the document is published"
+                + ("; it was lifted and can never be set again" if before & Visibility.PATIENT_LIFTED else "")),
+                expression=["DocumentReference.securityLabel"])
+
+    def _check_patient_write(self, repo: Repository, resource_type: str, resource: dict[str, Any] | None,
+                             patient_id: str | None, previous: dict[str, Any] | None,
+                             attributes: dict[str, Any]) -> None:
+        principal = repo.principal
+        me = principal.resource_id
+        mine = patient_id is not None and (patient_id == me or repo.conn.execute(
+            select(access_rights.c.level).where(
+                access_rights.c.actor == principal.fhir_user, access_rights.c.patient_id == patient_id,
+                access_rights.c.level == int(Level.REPRESENTATIVE))).first() is not None)
+        if not mine:
+            raise Forbidden(_t("Un patient n'écrit que dans son dossier (ou celui d'un mineur qu'il représente)",
+                               "a patient writes only in their own record (or a minor's they represent)"))
+        if resource is None:
+            if resource_type not in ("Consent", "RelatedPerson"):
+                raise Forbidden(_t("Un patient ne supprime que ses consentements et représentants",
+                                   "a patient deletes only their consents and representatives"))
+            return
+        if resource_type == "Patient":
+            if previous is None:
+                raise Forbidden(_t("Un patient ne crée pas de dossier", "a patient does not create records"))
+        bits = Visibility(attributes.get("visibility") or 0)
+        if resource_type == "DocumentReference":
+            if bits & (Visibility.INVISIBLE_PATIENT | Visibility.INVISIBLE_REPRESENTANTS_LEGAUX):
+                raise Forbidden(_t("Un patient ne cache pas un document à lui-même ou à ses représentants",
+                                   "a patient does not hide a document from themselves or their representatives"))
+            if previous is None and not _has_class(resource, PATIENT_DOCUMENT_CLASS):
+                raise Forbidden(_t("Un patient dépose des documents de classe 90 (« Autres documents déposés "
+                                   "par le patient »)",
+                                   "a patient uploads documents of class 90 (\"other documents uploaded by "
+                                   "the patient\")"))
+
+
+def _has_class(resource: dict[str, Any], code: str) -> bool:
+    for concept in resource.get("category") or []:
+        for coding in (concept or {}).get("coding") or []:
+            if isinstance(coding, dict) and coding.get("code") == code:
+                return True
+    return False

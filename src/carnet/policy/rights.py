@@ -1,0 +1,283 @@
+"""Who may read a patient's record, and why: derived from the record's own resources.
+
+The sources are the patient's Patient (médecin traitant in ``generalPractitioner``, ``active``, the
+identity status), CareTeams (members are deemed authorised), Consents (``permit`` for an actor
+authorises, with ``MASQUE_PS`` among its security labels it gives the médecin traitant's rights;
+``deny`` for an actor blocks; ``deny`` for purpose ETREAT with no actor opposes emergency access)
+and RelatedPersons (a legal representative of a minor, named by their INS).
+
+:func:`derive` turns them into :class:`RecordRights`, each grant with its reasons; :func:`recompute`
+stores the result in ``access_rights`` / ``record_access`` in the transaction of the change, which
+is what the read predicates select from. ``carnet policy explain`` and the patient's "who can access
+my record" read the same derivation, so the reasons shown are the ones enforced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from enum import IntEnum
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, insert, select
+
+from carnet.db.tables import access_rights, idx_token, record_access, resources
+from carnet.fhir import jsonio
+from carnet.identity import nir
+from carnet.identity.fhir import read_reliability
+from carnet.identity.status import IdentityStatus
+from carnet.policy.attributes import CODES, Visibility
+
+SOURCES = ("Patient", "CareTeam", "Consent", "RelatedPerson")
+EMERGENCY_PURPOSES = frozenset({"ETREAT", "BTG", "ERTREAT"})  # v3-ActReason: emergency treatment, break the glass
+MAJORITY = 18
+
+
+class Level(IntEnum):
+    BLOCKED = 0
+    READ = 1  # consent (care team or explicit authorisation): everything but masked documents
+    FULL = 2  # médecin traitant or given the same rights: masked documents too
+    REPRESENTATIVE = 3  # a legal representative (a patient) acting for a minor
+
+
+@dataclass
+class Grant:
+    actor: str
+    level: Level
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RecordRights:
+    patient_id: str
+    open: bool = True
+    qualified: bool = False
+    emergency_opposed: bool = False
+    minor: bool = False
+    grants: dict[str, Grant] = field(default_factory=dict)  # blocked actors have level BLOCKED
+    notes: list[str] = field(default_factory=list)
+
+    def level(self, actor: str) -> Level | None:
+        grant = self.grants.get(actor)
+        return grant.level if grant is not None else None
+
+
+def _t(fr: str, en: str) -> str:
+    return f"{fr} / {en}"
+
+
+def _ref(value: Any) -> tuple[str, str] | None:
+    ref = value.get("reference") if isinstance(value, dict) else None
+    if not isinstance(ref, str) or ref.startswith(("#", "urn:")) or "/" not in ref:
+        return None
+    parts = ref.split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    return parts[-2], parts[-1]
+
+
+def _codes(concepts: Any) -> set[str]:
+    out = set()
+    for concept in concepts or []:
+        codings = concept.get("coding") if isinstance(concept, dict) and "coding" in concept else [concept]
+        for c in codings or []:
+            if isinstance(c, dict) and isinstance(c.get("code"), str):
+                out.add(c["code"])
+    return out
+
+
+def _age(birth: Any, today: date) -> int | None:
+    if not isinstance(birth, str) or len(birth) < 4:
+        return None
+    try:
+        born = date.fromisoformat(birth[:10]) if len(birth) >= 10 else date(int(birth[:4]), 1, 1)
+    except ValueError:
+        return None
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+def _in_period(period: Any, today: date) -> bool:
+    if not isinstance(period, dict):
+        return True
+    start, end = period.get("start"), period.get("end")
+    day = today.isoformat()
+    return not ((isinstance(start, str) and start[:10] > day) or (isinstance(end, str) and end[:10] < day))
+
+
+PractitionerOf = Callable[[str, str], str | None]  # (type, id) of a Practitioner(Role) -> "Practitioner/<id>"
+PatientByIns = Callable[[set[str]], list[str]]  # INS values -> Patient ids
+
+
+def derive(patient_id: str, sources: Iterable[tuple[str, dict[str, Any]]], *,
+           practitioner_of: PractitionerOf, patient_by_ins: PatientByIns,
+           today: date | None = None) -> RecordRights:
+    today = today or datetime.now(UTC).date()
+    rights = RecordRights(patient_id)
+    grants: dict[str, Grant] = {}
+    blocks: dict[str, Grant] = {}
+
+    def grant(actor: str | None, level: Level, reason: str) -> None:
+        if actor is None:
+            return
+        g = grants.setdefault(actor, Grant(actor, level))
+        g.level = max(g.level, level)
+        g.reasons.append(reason)
+
+    patient: dict[str, Any] | None = None
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for rtype, resource in sources:
+        if rtype == "Patient":
+            patient = resource
+        else:
+            by_type.setdefault(rtype, []).append(resource)
+    if patient is None:
+        rights.open = False
+        rights.notes.append(_t("Dossier inexistant", "No such record"))
+        return rights
+    rights.open = patient.get("active") is not False
+    if not rights.open:
+        rights.notes.append(_t("Dossier fermé (Patient.active = false)", "Record closed (Patient.active = false)"))
+    status = read_reliability(patient)[0]
+    rights.qualified = status == IdentityStatus.QUAL
+    if not rights.qualified:
+        rights.notes.append(_t(f"Identité non qualifiée (statut {status.value if status else 'absent'})",
+                               f"Identity not qualified (status {status.value if status else 'none'})"))
+    age = _age(patient.get("birthDate"), today)
+    rights.minor = age is not None and age < MAJORITY
+    for ref in patient.get("generalPractitioner") or []:
+        target = _ref(ref)
+        if target is not None and target[0] in ("Practitioner", "PractitionerRole"):
+            grant(practitioner_of(*target), Level.FULL, _t("médecin traitant déclaré", "declared médecin traitant"))
+
+    for team in by_type.get("CareTeam", ()):
+        if team.get("status") in ("inactive", "entered-in-error") or not _in_period(team.get("period"), today):
+            continue
+        name = team.get("name") or team.get("id")
+        for part in team.get("participant") or []:
+            target = _ref((part or {}).get("member"))
+            if target is not None and target[0] in ("Practitioner", "PractitionerRole") and _in_period(
+                    (part or {}).get("period"), today):
+                grant(practitioner_of(*target), Level.READ,
+                      _t(f"membre de l'équipe de soins « {name} »", f'member of the care team "{name}"'))
+
+    for consent in by_type.get("Consent", ()):
+        if consent.get("status") != "active":
+            continue
+        provision = consent.get("provision") or {}
+        if not _in_period(provision.get("period"), today):
+            continue
+        kind = provision.get("type")
+        actors = [practitioner_of(*t) for a in provision.get("actor") or []
+                  if (t := _ref((a or {}).get("reference"))) and t[0] in ("Practitioner", "PractitionerRole")]
+        if kind == "deny" and not actors and _codes(provision.get("purpose")) & EMERGENCY_PURPOSES:
+            rights.emergency_opposed = True
+            rights.notes.append(_t("Le patient s'oppose à l'accès en urgence",
+                                   "The patient opposed emergency access"))
+            continue
+        for actor in actors:
+            if actor is None:
+                continue
+            if kind == "deny":
+                blocks.setdefault(actor, Grant(actor, Level.BLOCKED)).reasons.append(
+                    _t("bloqué par le patient", "blocked by the patient"))
+            elif kind == "permit":
+                full = bool(_codes(provision.get("securityLabel")) & {"MASQUE_PS"})
+                grant(actor, Level.FULL if full else Level.READ,
+                      _t("droits du médecin traitant donnés par le patient", "given the médecin traitant's rights")
+                      if full else _t("autorisé par le patient", "authorised by the patient"))
+
+    for person in by_type.get("RelatedPerson", ()):
+        if person.get("active") is False or not _in_period(person.get("period"), today):
+            continue
+        values = {nir.compact(str(i.get("value") or "")) for i in person.get("identifier") or []
+                  if isinstance(i, dict) and str(i.get("system") or "").removeprefix("urn:oid:") in nir.INS_OIDS}
+        if not values:
+            continue
+        if not rights.minor:
+            rights.notes.append(_t("Représentant légal ignoré : le patient est majeur",
+                                   "Legal representative ignored: the patient is an adult"))
+            continue
+        for rep in patient_by_ins(values):
+            if rep != patient_id:
+                grant(f"Patient/{rep}", Level.REPRESENTATIVE, _t("représentant légal", "legal representative"))
+
+    grants.update(blocks)  # a block wins over any authorisation, médecin traitant included
+    rights.grants = grants
+    return rights
+
+
+# -- storage ----------------------------------------------------------------------------------
+
+def _sources(conn: Connection, patient_id: str) -> list[tuple[str, dict[str, Any]]]:
+    t = resources.c
+    rows = conn.execute(select(t.res_type, t.content).where(
+        t.patient_id == patient_id, t.res_type.in_(SOURCES), t.deleted.is_(False)))
+    return [(r.res_type, jsonio.loads(r.content)) for r in rows if r.content is not None]
+
+
+def _practitioner_of(conn: Connection) -> PractitionerOf:
+    def resolve(rtype: str, rid: str) -> str | None:
+        if rtype == "Practitioner":
+            return f"Practitioner/{rid}"
+        row = conn.execute(select(resources.c.content).where(
+            resources.c.res_type == "PractitionerRole", resources.c.res_id == rid,
+            resources.c.deleted.is_(False))).first()
+        if row is None or row.content is None:
+            return None
+        target = _ref(jsonio.loads(row.content).get("practitioner"))
+        return f"Practitioner/{target[1]}" if target and target[0] == "Practitioner" else None
+    return resolve
+
+
+def patients_by_ins(conn: Connection, values: set[str]) -> list[str]:
+    if not values:
+        return []
+    t = idx_token.c
+    systems = [f"urn:oid:{oid}" for oid in nir.INS_OIDS]
+    rows = conn.execute(select(t.res_id).where(
+        t.res_type == "Patient", t.param == "identifier", t.code.in_(sorted(values)), t.system.in_(systems)))
+    return sorted({r.res_id for r in rows})
+
+
+def rights_of(conn: Connection, patient_id: str) -> RecordRights:
+    return derive(patient_id, _sources(conn, patient_id), practitioner_of=_practitioner_of(conn),
+                  patient_by_ins=lambda values: patients_by_ins(conn, values))
+
+
+def recompute(conn: Connection, patient_id: str) -> RecordRights:
+    """Derive the record's rights and store them (in the caller's transaction)."""
+    rights = rights_of(conn, patient_id)
+    conn.execute(delete(access_rights).where(access_rights.c.patient_id == patient_id))
+    conn.execute(delete(record_access).where(record_access.c.patient_id == patient_id))
+    rows = []
+    for g in rights.grants.values():
+        if g.level == Level.BLOCKED or (g.level == Level.REPRESENTATIVE and rights.open) or (
+                rights.open and rights.qualified):
+            rows.append({"actor": g.actor, "patient_id": patient_id, "level": int(g.level)})
+    if rows:
+        conn.execute(insert(access_rights), rows)
+    conn.execute(insert(record_access).values(
+        patient_id=patient_id, open=rights.open, qualified=rights.qualified,
+        emergency_opposed=rights.emergency_opposed, minor=rights.minor))
+    return rights
+
+
+def minors_represented_by(conn: Connection, patient: dict[str, Any]) -> list[str]:
+    """Records whose RelatedPerson names this patient's INS: their rights depend on this Patient."""
+    values = {nir.compact(str(i.get("value") or "")) for i in patient.get("identifier") or []
+              if isinstance(i, dict) and str(i.get("system") or "").removeprefix("urn:oid:") in nir.INS_OIDS}
+    if not values:
+        return []
+    t = idx_token.c
+    r = resources.c
+    rows = conn.execute(select(r.patient_id).select_from(idx_token.join(resources, and_(
+        r.res_type == t.res_type, r.res_id == t.res_id))).where(
+        t.res_type == "RelatedPerson", t.param == "identifier", t.code.in_(sorted(values)),
+        r.patient_id.is_not(None)))
+    return sorted({row.patient_id for row in rows})
+
+
+VISIBILITY_CODES = tuple(CODES)
+__all__ = ["SOURCES", "VISIBILITY_CODES", "Grant", "Level", "RecordRights", "Visibility", "derive",
+           "minors_represented_by", "patients_by_ins", "recompute", "rights_of"]
