@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -99,6 +99,24 @@ class Settings(BaseSettings):
     notifier: str = Field(
         "log", description="how one-time codes reach patients: log (development: written to the log) or "
         "<module>:<Class>")
+    # Professionals' sign-in through Pro Santé Connect (or an OpenID provider speaking its claims).
+    psc_issuer: str = Field(
+        "", description="issuer URL of the professionals' OpenID provider (Pro Santé Connect); "
+        "empty: that sign-in is off")
+    psc_client_id: str = Field("", description="Carnet's client id at the professionals' OpenID provider")
+    psc_client_secret: SecretStr | None = Field(
+        None, description="Carnet's client secret at the professionals' OpenID provider")
+    psc_redirect_uri: str | None = Field(
+        None, description="redirect URI registered at the professionals' OpenID provider "
+        "(default <base URL>/oauth/psc/callback)")
+    psc_token_auth_method: Literal["client_secret_basic", "client_secret_post"] = Field(
+        "client_secret_basic", description="how Carnet authenticates at the provider's token endpoint: "
+        "client_secret_basic or client_secret_post")
+    psc_timeout_seconds: float = Field(
+        10.0, description="timeout of each request to the professionals' OpenID provider, in seconds")
+    psc_metadata_ttl_seconds: float = Field(
+        3600.0, description="how long the provider's discovery document and signing keys are cached, "
+        "in seconds")
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -119,6 +137,15 @@ class Settings(BaseSettings):
     @property
     def keys_path(self) -> Path:
         return self.keys_dir or self.data_dir / "keys"
+
+    @property
+    def psc_enabled(self) -> bool:
+        """Whether professionals may sign in through the Pro Santé Connect-style provider."""
+        return bool(self.psc_issuer and self.psc_client_id)
+
+    @property
+    def psc_callback_url(self) -> str:
+        return self.psc_redirect_uri or f"{self.public_base_url}/oauth/psc/callback"
 
     @property
     def is_sqlite(self) -> bool:
