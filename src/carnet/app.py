@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.fhir = router
     app.state.signing_key = settings.signing_key()
     app.state.issuer = TokenIssuer(settings, engine)
+    router.token_issuer = app.state.issuer  # type: ignore[attr-defined]  # emergency access tokens
     return app
 
 

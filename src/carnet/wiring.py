@@ -16,6 +16,7 @@ from carnet.identity.operations import register_identity_operations
 from carnet.identity.services import IdentityService
 from carnet.policy.dicah import DicahPolicy
 from carnet.policy.matrix import load_habilitations
+from carnet.policy.operations import register_access_operations
 
 
 def build_router(settings: Settings, engine: Engine) -> FhirRouter:
@@ -29,4 +30,5 @@ def build_router(settings: Settings, engine: Engine) -> FhirRouter:
         router.add_hook(rtype, check_directory_identifiers)
     router.identity = identity  # type: ignore[attr-defined]
     router.documents = register_documents(router)  # type: ignore[attr-defined]
+    register_access_operations(router)
     return router

@@ -198,7 +198,7 @@ class Lifecycle:
         status = new.get("status", "current")
         new["status"] = "current"
         new_rid = new_id()
-        created = repo.create(new, rid=new_rid)
+        created = repo.create(new, rid=new_rid, succeeds=repo.attributes_of("DocumentReference", rid))
         superseded = dict(resource)
         superseded["status"] = "superseded"
         repo.update("DocumentReference", rid, superseded, if_match=current.version, method="PATCH")

@@ -98,6 +98,14 @@ class Repository:
         self.hooks = hooks or {}
         self.deferred: dict[str, list[dict[str, Any]]] | None = None
 
+    def as_system(self) -> Repository:
+        """A view of the same transaction that the read policy does not filter, for the lookups a
+        write needs whatever the caller may read (the record a professional feeds without reading
+        it). Reads only: it records nothing and writes nothing."""
+        self.flush()
+        return Repository(self.conn, Principal.system("carnet-internal"), policy=self.policy,
+                          validator=self.validator, hooks=self.hooks)
+
     # -- batched inserts: a transaction Bundle writes its new resources in a few statements --------
     def defer_inserts(self) -> None:
         """From now on, rows of created resources are queued and written by :meth:`flush`, which
@@ -264,7 +272,19 @@ class Repository:
             table = INDEX_TABLES[kind]
             self.conn.execute(delete(table).where(table.c.res_type == rtype, table.c.res_id == rid))
 
-    def create(self, resource: dict[str, Any], *, rid: str | None = None, prepared: bool = False) -> Stored:
+    def attributes_of(self, resource_type: str, rid: str) -> dict[str, Any] | None:
+        """A stored row's access attributes and patient (unfiltered: for the write path)."""
+        self.flush()
+        t = resources.c
+        row = self.conn.execute(select(t.patient_id, t.doc_type, t.visibility, t.author).where(
+            t.res_type == resource_type, t.res_id == rid)).first()
+        return None if row is None else {"patient_id": row.patient_id, "doc_type": row.doc_type,
+                                         "visibility": row.visibility, "author": row.author}
+
+    def create(self, resource: dict[str, Any], *, rid: str | None = None, prepared: bool = False,
+               succeeds: dict[str, Any] | None = None) -> Stored:
+        """``succeeds``: the access attributes of the entry this one replaces (a metadata update
+        makes a new entry): visibility rules then judge the change against it."""
         if not prepared:
             resource = self.prepare(resource)
         rtype = resource["resourceType"]
@@ -276,14 +296,14 @@ class Repository:
         when = now_us()
         content = self._stamp(resource, rid, 1, when)
         patient = self._write_index(resource, replace=False)
-        attrs, patient = self._attributes(resource, None, patient)
+        attrs, patient = self._attributes(resource, succeeds, patient)
         self._insert("resources", [{
             "res_type": rtype, "res_id": rid, "version": 1, "last_updated": when, "created_at": when,
             "deleted": False, "patient_id": patient, "content": content, **attrs}])
         self._insert("versions", [{
             "res_type": rtype, "res_id": rid, "version": 1, "last_updated": when, "method": "POST",
             "patient_id": patient, "content": content}])
-        self._after_write(rtype, resource, patient, None, attrs)
+        self._after_write(rtype, resource, patient, succeeds, attrs)
         self._record("create", rtype, (rid,))
         return Stored(rtype, rid, 1, when, False, content)
 
@@ -308,24 +328,27 @@ class Repository:
         return {"doc_type": row.doc_type, "visibility": row.visibility, "author": row.author}, row.patient_id
 
     def _sync_binaries(self, document: dict[str, Any], patient: str | None, attrs: dict[str, Any]) -> None:
-        """Give the Binaries a DocumentReference points at (and that name it as their security
-        context) the document's patient and access attributes."""
+        """Give the Binaries a DocumentReference points at the document's patient and access
+        attributes: those of no record yet, or of the same record (a metadata update makes a new
+        entry for the same content, whose labels its content must follow)."""
         ids = binary_ids(document)
         if not ids:
             return
         self.flush()
         t = resources.c
-        rows = self.conn.execute(select(t.res_id, t.content).where(
+        rows = self.conn.execute(select(t.res_id, t.patient_id, t.content).where(
             t.res_type == "Binary", t.res_id.in_(ids), t.deleted.is_(False)))
-        mine = [r.res_id for r in rows if r.content is not None and security_context(
-            jsonio.loads(r.content)) == ("DocumentReference", document["id"])]
+        mine = [r.res_id for r in rows if r.content is not None and (r.patient_id in (None, patient)) and (
+            security_context(jsonio.loads(r.content)) or ("DocumentReference", ""))[0] == "DocumentReference"]
         if mine:
             self.conn.execute(update(resources).where(t.res_type == "Binary", t.res_id.in_(mine))
                               .values(patient_id=patient, **attrs))
 
     def _after_write(self, rtype: str, resource: dict[str, Any] | None, patient: str | None,
                      previous: dict[str, Any] | None, attrs: dict[str, Any]) -> None:
-        if rtype == "DocumentReference" and resource is not None:
+        current = resource is not None and resource.get("status") in (None, "current")
+        if rtype == "DocumentReference" and resource is not None and current:
+            # (a superseded entry's content follows its successor, not the other way round)
             self._sync_binaries(resource, patient, attrs)
         self.policy.after_write(self, rtype, resource, patient, previous, attrs)
 
@@ -380,7 +403,8 @@ class Repository:
             "method": method, "patient_id": patient, "content": content})
         if previous is not None and patient != previous["patient_id"] and previous["patient_id"] is not None:
             # moved out of a record: that record's rights may derive from it
-            self.policy.after_write(self, resource_type, None, previous["patient_id"], previous, NO_ATTRIBUTES)
+            self.policy.after_write(self, resource_type, None, previous["patient_id"], previous,
+                                    NO_ATTRIBUTES)
         self._after_write(resource_type, resource, patient, previous, attrs)
         self._record(interaction, resource_type, (rid,))
         return Stored(resource_type, rid, version, when, False, content), cur is None

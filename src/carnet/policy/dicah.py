@@ -120,12 +120,13 @@ class DicahPolicy:
         if resource_type is None or resource_type in DOCUMENT_TYPES:
             allowed = self.habilitations.allowed_types(principal.profession)
             docs = c.res_type.not_in(sorted(DOCUMENT_TYPES)) if resource_type is None else false()
+            habilitated: ColumnElement[bool]
             if allowed is None:
                 habilitated = true()
-            else:
+            elif allowed:
                 habilitated = or_(docs, c.doc_type.in_(sorted(allowed)))
-                if not allowed:
-                    habilitated = docs
+            else:
+                habilitated = docs
             full = select(access_rights.c.patient_id).where(
                 access_rights.c.actor == me, access_rights.c.level == int(Level.FULL))
             unmasked = or_(c.visibility.op("&")(int(Visibility.MASQUE_PS)) == 0, c.author == me,
@@ -185,11 +186,12 @@ class DicahPolicy:
             return
         before = Visibility(previous.get("visibility") or 0)
         if bits & Visibility.INVISIBLE_PATIENT and not before & Visibility.INVISIBLE_PATIENT:
+            lifted = bool(before & Visibility.PATIENT_LIFTED)
             raise Unprocessable(_t(
                 "INVISIBLE_PATIENT ne se pose qu'à la publication du document"
-                + (" ; il a été levé et ne peut plus être remis" if before & Visibility.PATIENT_LIFTED else ""),
+                + (" ; il a été levé et ne peut plus être remis" if lifted else ""),
                 "INVISIBLE_PATIENT is set only when the document is published"
-                + ("; it was lifted and can never be set again" if before & Visibility.PATIENT_LIFTED else "")),
+                + ("; it was lifted and can never be set again" if lifted else "")),
                 expression=["DocumentReference.securityLabel"])
 
     def _check_patient_write(self, repo: Repository, resource_type: str, resource: dict[str, Any] | None,
@@ -202,21 +204,22 @@ class DicahPolicy:
                 access_rights.c.actor == principal.fhir_user, access_rights.c.patient_id == patient_id,
                 access_rights.c.level == int(Level.REPRESENTATIVE))).first() is not None)
         if not mine:
-            raise Forbidden(_t("Un patient n'écrit que dans son dossier (ou celui d'un mineur qu'il représente)",
+            raise Forbidden(_t("Un patient n'écrit que dans son dossier "
+                               "(ou celui d'un mineur qu'il représente)",
                                "a patient writes only in their own record (or a minor's they represent)"))
         if resource is None:
             if resource_type not in ("Consent", "RelatedPerson"):
                 raise Forbidden(_t("Un patient ne supprime que ses consentements et représentants",
                                    "a patient deletes only their consents and representatives"))
             return
-        if resource_type == "Patient":
-            if previous is None:
-                raise Forbidden(_t("Un patient ne crée pas de dossier", "a patient does not create records"))
+        if resource_type == "Patient" and previous is None:
+            raise Forbidden(_t("Un patient ne crée pas de dossier", "a patient does not create records"))
         bits = Visibility(attributes.get("visibility") or 0)
         if resource_type == "DocumentReference":
             if bits & (Visibility.INVISIBLE_PATIENT | Visibility.INVISIBLE_REPRESENTANTS_LEGAUX):
                 raise Forbidden(_t("Un patient ne cache pas un document à lui-même ou à ses représentants",
-                                   "a patient does not hide a document from themselves or their representatives"))
+                                   "a patient does not hide a document from themselves or their "
+                                   "representatives"))
             if previous is None and not _has_class(resource, PATIENT_DOCUMENT_CLASS):
                 raise Forbidden(_t("Un patient dépose des documents de classe 90 (« Autres documents déposés "
                                    "par le patient »)",

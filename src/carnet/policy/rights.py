@@ -30,7 +30,8 @@ from carnet.identity.status import IdentityStatus
 from carnet.policy.attributes import CODES, Visibility
 
 SOURCES = ("Patient", "CareTeam", "Consent", "RelatedPerson")
-EMERGENCY_PURPOSES = frozenset({"ETREAT", "BTG", "ERTREAT"})  # v3-ActReason: emergency treatment, break the glass
+# v3-ActReason: emergency treatment, break the glass
+EMERGENCY_PURPOSES = frozenset({"ETREAT", "BTG", "ERTREAT"})
 MAJORITY = 18
 
 
@@ -97,6 +98,11 @@ def _age(birth: Any, today: date) -> int | None:
     return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
 
 
+def _ins_values(resource: dict[str, Any]) -> set[str]:
+    return {nir.compact(str(i.get("value") or "")) for i in resource.get("identifier") or []
+            if isinstance(i, dict) and str(i.get("system") or "").removeprefix("urn:oid:") in nir.INS_OIDS}
+
+
 def _in_period(period: Any, today: date) -> bool:
     if not isinstance(period, dict):
         return True
@@ -137,7 +143,8 @@ def derive(patient_id: str, sources: Iterable[tuple[str, dict[str, Any]]], *,
         return rights
     rights.open = patient.get("active") is not False
     if not rights.open:
-        rights.notes.append(_t("Dossier fermé (Patient.active = false)", "Record closed (Patient.active = false)"))
+        rights.notes.append(_t("Dossier fermé (Patient.active = false)",
+                               "Record closed (Patient.active = false)"))
     status = read_reliability(patient)[0]
     rights.qualified = status == IdentityStatus.QUAL
     if not rights.qualified:
@@ -148,10 +155,12 @@ def derive(patient_id: str, sources: Iterable[tuple[str, dict[str, Any]]], *,
     for ref in patient.get("generalPractitioner") or []:
         target = _ref(ref)
         if target is not None and target[0] in ("Practitioner", "PractitionerRole"):
-            grant(practitioner_of(*target), Level.FULL, _t("médecin traitant déclaré", "declared médecin traitant"))
+            grant(practitioner_of(*target), Level.FULL,
+                  _t("médecin traitant déclaré", "declared médecin traitant"))
 
     for team in by_type.get("CareTeam", ()):
-        if team.get("status") in ("inactive", "entered-in-error") or not _in_period(team.get("period"), today):
+        if team.get("status") in ("inactive", "entered-in-error") or not _in_period(
+                team.get("period"), today):
             continue
         name = team.get("name") or team.get("id")
         for part in team.get("participant") or []:
@@ -184,14 +193,14 @@ def derive(patient_id: str, sources: Iterable[tuple[str, dict[str, Any]]], *,
             elif kind == "permit":
                 full = bool(_codes(provision.get("securityLabel")) & {"MASQUE_PS"})
                 grant(actor, Level.FULL if full else Level.READ,
-                      _t("droits du médecin traitant donnés par le patient", "given the médecin traitant's rights")
+                      _t("droits du médecin traitant donnés par le patient",
+                         "given the médecin traitant's rights")
                       if full else _t("autorisé par le patient", "authorised by the patient"))
 
     for person in by_type.get("RelatedPerson", ()):
         if person.get("active") is False or not _in_period(person.get("period"), today):
             continue
-        values = {nir.compact(str(i.get("value") or "")) for i in person.get("identifier") or []
-                  if isinstance(i, dict) and str(i.get("system") or "").removeprefix("urn:oid:") in nir.INS_OIDS}
+        values = _ins_values(person)
         if not values:
             continue
         if not rights.minor:
@@ -200,7 +209,8 @@ def derive(patient_id: str, sources: Iterable[tuple[str, dict[str, Any]]], *,
             continue
         for rep in patient_by_ins(values):
             if rep != patient_id:
-                grant(f"Patient/{rep}", Level.REPRESENTATIVE, _t("représentant légal", "legal representative"))
+                grant(f"Patient/{rep}", Level.REPRESENTATIVE,
+                      _t("représentant légal", "legal representative"))
 
     grants.update(blocks)  # a block wins over any authorisation, médecin traitant included
     rights.grants = grants
@@ -265,8 +275,7 @@ def recompute(conn: Connection, patient_id: str) -> RecordRights:
 
 def minors_represented_by(conn: Connection, patient: dict[str, Any]) -> list[str]:
     """Records whose RelatedPerson names this patient's INS: their rights depend on this Patient."""
-    values = {nir.compact(str(i.get("value") or "")) for i in patient.get("identifier") or []
-              if isinstance(i, dict) and str(i.get("system") or "").removeprefix("urn:oid:") in nir.INS_OIDS}
+    values = _ins_values(patient)
     if not values:
         return []
     t = idx_token.c
