@@ -36,12 +36,14 @@ REDIRECT = "http://127.0.0.1:9/oauth/psc/callback"  # nothing listens: the code 
 POST_CLIENT = {"client_id": "carnet-test-post", "client_secret": "carnet-test-post-secret-0123456789",
                "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "client_secret_post",
                "grant_types": ["authorization_code"], "response_types": ["code"]}
+JWT_CLIENT = {**POST_CLIENT, "client_id": "carnet-test-jwt", "userinfo_signed_response_alg": "RS256",
+              "token_endpoint_auth_method": "client_secret_basic"}
 DOCTOR, NURSE, PHARMACIST, NO_NATIONAL_ID = "810002909371", "810003141592", "810002718281", "sans-identifiant"
 
 
 @pytest.fixture(scope="session")
 def provider() -> Iterator[OidcProvider]:
-    running = OidcProvider.start(redirect_uri=REDIRECT, extra_clients=[POST_CLIENT])
+    running = OidcProvider.start(redirect_uri=REDIRECT, extra_clients=[POST_CLIENT, JWT_CLIENT])
     yield running
     running.stop()
 
@@ -209,6 +211,33 @@ def test_client_secret_basic_sends_no_secret_in_the_body(provider: OidcProvider,
     (token_request,) = seen
     assert token_request.headers["authorization"].startswith("Basic ")
     assert b"client_secret" not in token_request.content and b"code_verifier=" in token_request.content
+
+
+def test_a_signed_userinfo_is_verified(provider: OidcProvider, interpose: Make) -> None:
+    seen: list[str] = []
+
+    def record(request: httpx2.Request, response: httpx2.Response) -> None:
+        if request.url.path == "/me":
+            seen.append(response.headers["content-type"])
+
+    rp = PscClient(provider.issuer, str(JWT_CLIENT["client_id"]), str(JWT_CLIENT["client_secret"]),
+                   transport=interpose(record))
+    identity = finish(rp, *sign_in(rp, PHARMACIST))
+    assert seen and seen[0].startswith("application/jwt")
+    assert identity.national_id == PHARMACIST and identity.roles == ("21",)
+
+    def forge(request: httpx2.Request, response: httpx2.Response) -> httpx2.Response | None:
+        if request.url.path == "/me":
+            header, payload, signature = response.text.split(".")
+            claims = {**json.loads(unb64(payload)), "SubjectNameID": "810000000000"}
+            return httpx2.Response(200, headers={"content-type": "application/jwt"},
+                                   content=f"{header}.{b64(json.dumps(claims).encode())}.{signature}")
+        return None
+
+    rp = PscClient(provider.issuer, str(JWT_CLIENT["client_id"]), str(JWT_CLIENT["client_secret"]),
+                   transport=interpose(forge))
+    with pytest.raises(PscError, match="signed userinfo signature invalid"):
+        finish(rp, *sign_in(rp, PHARMACIST))
 
 
 def test_discovery_and_keys_are_cached(provider: OidcProvider, interpose: Make) -> None:

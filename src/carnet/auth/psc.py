@@ -193,8 +193,8 @@ class PscClient:
 
     def __init__(self, issuer: str, client_id: str, client_secret: str, *, redirect_uri: str | None = None,
                  token_endpoint_auth_method: str = "client_secret_basic",  # noqa: S107 (a method name)
-                 timeout: float = 10.0,
-                 metadata_ttl: float = 3600.0, transport: httpx2.BaseTransport | None = None) -> None:
+                 timeout: float = 10.0, metadata_ttl: float = 3600.0,
+                 transport: httpx2.BaseTransport | None = None) -> None:
         if not issuer or not client_id:
             raise ValueError("PscClient needs an issuer and a client id "
                              "(CARNET_PSC_ISSUER, CARNET_PSC_CLIENT_ID)")
@@ -211,8 +211,8 @@ class PscClient:
         self._lock = threading.Lock()
         self._metadata: dict[str, Any] | None = None
         self._metadata_at = 0.0
-        self._jwks: dict[str, Any] | None = None
-        self._jwks_at = 0.0
+        self._keys: KeySet | None = None
+        self._keys_at = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings, *, transport: httpx2.BaseTransport | None = None) -> PscClient:
@@ -270,18 +270,16 @@ class PscClient:
 
     def _key_set(self, *, refresh: bool = False) -> KeySet:
         with self._lock:
-            age = time.monotonic() - self._jwks_at
-            cached = self._jwks
             max_age = JWKS_REFRESH_MIN_SECONDS if refresh else self.metadata_ttl
-            if cached is not None and age < max_age:
-                return KeySet.import_key_set(cached)  # type: ignore[arg-type]
+            if self._keys is not None and time.monotonic() - self._keys_at < max_age:
+                return self._keys
         jwks = self._get_json(self.metadata()["jwks_uri"], "clés de signature", "signing keys")
         try:
             key_set = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
         except (JoseError, ValueError, KeyError, TypeError) as exc:
             raise PscUnreachable("clés de signature", "signing keys", f"unreadable JWKS: {exc}") from None
         with self._lock:
-            self._jwks, self._jwks_at = jwks, time.monotonic()
+            self._keys, self._keys_at = key_set, time.monotonic()
         return key_set
 
     # -- the sign-in ------------------------------------------------------------------------------

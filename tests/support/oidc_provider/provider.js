@@ -9,7 +9,8 @@
 //   OIDC_CLIENT_SECRET       its secret                               (default carnet-test-secret)
 //   OIDC_REDIRECT_URIS       its redirect URIs, separated by spaces   (default http://127.0.0.1/callback)
 //   OIDC_TOKEN_AUTH_METHOD   client_secret_basic (default) or client_secret_post
-//   OIDC_EXTRA_CLIENTS       a JSON array of further client metadata (optional)
+//   OIDC_EXTRA_CLIENTS       a JSON array of further client metadata (optional; a client with
+//                            userinfo_signed_response_alg gets a signed userinfo JWT)
 //
 // The issuer is http://127.0.0.1:<port>. Sign-in has no real UI: GET /interaction/<uid> answers a
 // small form (fields `login`, the test account's key, and `acr`, default eidas1) that a test
@@ -123,7 +124,7 @@ const configuration = {
   scopes: ['openid', 'scope_all'],
   claims: { openid: ['sub'], scope_all: CLAIMS },
   pkce: { required: () => true },
-  features: { devInteractions: { enabled: false } },
+  features: { devInteractions: { enabled: false }, jwtUserinfo: { enabled: true } },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
   ttl: { Session: 600, Interaction: 600, Grant: 600, AccessToken: 300, AuthorizationCode: 60, IdToken: 300 },
   async findAccount(ctx, sub) {
