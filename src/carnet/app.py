@@ -15,8 +15,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carnet import __version__
+from carnet.api import oauth, signin
 from carnet.api.fhir import fhir_endpoint
+from carnet.auth.accounts import AccountStore, load_notifier
 from carnet.auth.issuer import TokenIssuer
+from carnet.auth.server import CarnetAuthorizationServer
+from carnet.auth.sessions import SignInSessions
 from carnet.config import Settings
 from carnet.db.engine import make_engine
 from carnet.fhir.capability import capability_statement
@@ -87,10 +91,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         yield
         engine.dispose()
 
+    issuer = TokenIssuer(settings, engine)
+    oauth_server = CarnetAuthorizationServer(settings, engine, issuer)
+    methods = signin.build_methods(settings)
     app = Starlette(
         routes=[
             Route("/", home),
             Route("/healthz", health),
+            *oauth.routes(methods),
             Route("/fhir", fhir_endpoint, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
             Route("/fhir/{path:path}", fhir_endpoint, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         ],
@@ -101,7 +109,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.engine = engine
     app.state.fhir = router
     app.state.signing_key = settings.signing_key()
-    app.state.issuer = TokenIssuer(settings, engine)
+    app.state.issuer = issuer
+    app.state.oauth = oauth_server
+    app.state.signin = signin.SignIn(
+        settings, oauth_server,
+        SignInSessions(engine, app.state.signing_key, settings.signin_session_ttl_seconds),
+        AccountStore(settings, engine), load_notifier(settings.notifier), router, methods)
     router.token_issuer = app.state.issuer  # type: ignore[attr-defined]  # emergency access tokens
     return app
 

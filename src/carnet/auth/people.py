@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from carnet.auth.principal import Kind, Principal
+from carnet.directory import keys
 from carnet.directory.fhir import PS_IDNAT_SYSTEM, professions_of
-from carnet.errors import NotFound
+from carnet.errors import CarnetError, NotFound
 from carnet.fhir import jsonio
 from carnet.fhir.router import FhirRequest, FhirRouter
 from carnet.identity import nir
@@ -46,11 +47,20 @@ def _search(router: FhirRouter, rtype: str, query: list[tuple[str, str]]) -> lis
     return [e["resource"] for e in bundle.get("entry") or [] if e.get("search", {}).get("mode") == "match"]
 
 
-def _display(resource: dict[str, Any]) -> str:
+def display_of(resource: dict[str, Any]) -> str:
+    """A person's name for display: title, first given name, family name."""
     names = resource.get("name") or []
     name = next((n for n in names if n.get("use") in ("usual", "official")), names[0] if names else {})
     parts = [*(name.get("suffix") or [])[:1], *(name.get("given") or [])[:1], name.get("family") or ""]
     return " ".join(p.title() if p.isupper() and len(p) > 2 else p for p in parts if p)
+
+
+def profession_label(code: str) -> str:
+    """The French label of a TRE_G15 profession code (the code itself when unknown)."""
+    try:
+        return str(keys.profession(code).label_fr)
+    except CarnetError:
+        return code
 
 
 def _identifier(resource: dict[str, Any], systems: Iterable[str]) -> str | None:
@@ -94,7 +104,7 @@ def practitioner_principal(router: FhirRouter, identity: ProfessionalIdentity | 
     practitioner = practitioner_by_national_id(router, identity.national_id)
     profession = identity.profession or profession_of(router, practitioner)
     return Principal(Kind.PRACTITIONER, identity.national_id, frozenset(scopes),
-                     display=identity.display or _display(practitioner), profession=profession,
+                     display=identity.display or display_of(practitioner), profession=profession,
                      roles=identity.roles, fhir_user=f"Practitioner/{practitioner['id']}",
                      strong_auth=identity.strong_auth)
 
@@ -118,5 +128,5 @@ def patient_principal(router: FhirRouter, patient: dict[str, Any],
                       scopes: frozenset[str] = PATIENT_SCOPES, *, strong_auth: bool = False) -> Principal:
     """The Principal of a patient signed in as themselves: bound to their own record."""
     subject = _identifier(patient, INS_SYSTEMS) or patient["id"]
-    return Principal(Kind.PATIENT, subject, frozenset(scopes), display=_display(patient),
+    return Principal(Kind.PATIENT, subject, frozenset(scopes), display=display_of(patient),
                      fhir_user=f"Patient/{patient['id']}", patient=patient["id"], strong_auth=strong_auth)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from carnet.cli.clients import account_group, client_group
 from carnet.cli.identity import identity_group
 from carnet.cli.keys import blobs_group, keys_group
 from carnet.config import Mode, Settings, describe
@@ -206,6 +207,8 @@ def reindex(data: Path | None, types: tuple[str, ...], batch_size: int) -> None:
 main.add_command(identity_group)
 main.add_command(keys_group)
 main.add_command(blobs_group)
+main.add_command(client_group)
+main.add_command(account_group)
 
 if __name__ == "__main__":
     main()

@@ -270,8 +270,8 @@ oauth_clients = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 
-# Authorisation codes: one use, a minute or so. ``claims`` is the JSON of who signed in and what
-# was granted (the claims the tokens will carry).
+# Authorisation codes: one use, a minute or so; kept a day after expiry to recognise a replay.
+# ``claims`` is the JSON of who signed in and what was granted (the claims the tokens will carry).
 oauth_codes = Table(
     "oauth_codes",
     metadata,
@@ -284,6 +284,7 @@ oauth_codes = Table(
     Column("claims", Text, nullable=False),
     Column("auth_time", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
+    Column("used_at", BigInteger, nullable=True),  # a second use revokes what the first one got
 )
 Index("ix_oauth_codes_expires", oauth_codes.c.expires_at)
 

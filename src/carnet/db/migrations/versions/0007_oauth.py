@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column('claims', sa.Text(), nullable=False),
         sa.Column('auth_time', sa.BigInteger(), nullable=False),
         sa.Column('expires_at', sa.BigInteger(), nullable=False),
+        sa.Column('used_at', sa.BigInteger(), nullable=True),
     )
     op.create_index('ix_oauth_codes_expires', 'oauth_codes', ['expires_at'])
     op.create_table(
