@@ -7,9 +7,15 @@ missing from searches, counts, includes and history.
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from click.testing import CliRunner
 
 from carnet.auth.principal import AccessMode
+from carnet.cli.main import main
+from carnet.policy.explain import explain
+from carnet.policy.matrix import load_habilitations
 from tests.conftest import Fhir
 from tests.functional.dicah_world import LAB_REPORT, NORMAL, PRESCRIPTION, World
 
@@ -268,3 +274,33 @@ def test_an_emergency_token_forged_for_an_opposed_record_reads_nothing(world: Wo
     world.oppose_emergency(alice)
     assert world.search(er, f"DocumentReference?patient={alice.id}", mode=AccessMode.EMERGENCY,
                         patient=alice.id, reason="test") == []
+
+
+def test_explain_gives_each_reason_and_agrees_with_what_is_enforced(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    alice = world.patient("alice")
+    gp, nurse, blocked, outsider = (world.professional("gp", "10"), world.professional("nurse", "60"),
+                                    world.professional("blocked", "10"), world.professional("outsider", "10"))
+    world.treating(alice, gp)
+    world.care_team(alice, nurse, blocked)
+    world.block(alice, blocked)
+    masked = world.document(alice, labels=("MASQUE_PS",))
+    imaging = world.document(alice, IMAGING)
+    habilitations = load_habilitations(None)
+    with world.fhir.backend.engine.connect() as conn:
+        for who in (gp, nurse, blocked, outsider, alice):
+            for doc in (masked, imaging):
+                result = explain(conn, habilitations, world.principal(who), alice.id, doc)
+                assert result.allowed == world.sees(who, f"DocumentReference/{doc}"), result.lines()
+        nurse_view = explain(conn, habilitations, world.principal(nurse), alice.id, imaging)
+    assert [s.condition for s in nurse_view.steps if not s.ok] == ["H"]
+    assert "équipe de soins" in next(s.reason for s in nurse_view.steps if s.condition == "C")
+
+    for name in [k for k in os.environ if k.startswith("CARNET_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CARNET_DATA_DIR", str(world.fhir.backend.settings.data_dir))
+    monkeypatch.setenv("CARNET_DATABASE_URL", world.fhir.backend.url)
+    r = CliRunner().invoke(main, ["policy", "explain", "--who", f"practitioner:{blocked.national_id}",
+                                  "--patient", alice.matricule, "--document", imaging])
+    assert r.exit_code == 1, r.output
+    assert "REFUSÉ / DENIED" in r.output and "Bloqué par le patient" in r.output

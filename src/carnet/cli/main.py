@@ -11,6 +11,7 @@ import click
 from carnet.cli.clients import account_group, client_group
 from carnet.cli.identity import identity_group
 from carnet.cli.keys import blobs_group, keys_group
+from carnet.cli.policy import policy_group
 from carnet.config import Mode, Settings, describe
 
 
@@ -206,6 +207,7 @@ def reindex(data: Path | None, types: tuple[str, ...], batch_size: int) -> None:
 
 main.add_command(identity_group)
 main.add_command(keys_group)
+main.add_command(policy_group)
 main.add_command(blobs_group)
 main.add_command(client_group)
 main.add_command(account_group)
