@@ -65,6 +65,14 @@ def compartment_types() -> frozenset[str]:
     return frozenset(out)
 
 
+def _holds(c: Any, actor: str | None, levels: tuple[Level, ...]) -> ColumnElement[bool]:
+    """The row's record grants ``actor`` one of ``levels``: one primary-key probe per row, correlated
+    (an ``IN (subquery)`` would list all of a professional's records for every query)."""
+    a = access_rights.c
+    level = a.level == int(levels[0]) if len(levels) == 1 else a.level.in_([int(x) for x in levels])
+    return exists(select(a.level).where(a.actor == actor, a.patient_id == c.patient_id, level))
+
+
 def _t(fr: str, en: str) -> str:
     return f"{fr} / {en}"
 
@@ -99,18 +107,15 @@ class DicahPolicy:
                 return shared
             own = and_(c.patient_id == me, c.visibility.op("&")(int(Visibility.INVISIBLE_PATIENT)) == 0)
             mask = int(Visibility.INVISIBLE_PATIENT | Visibility.INVISIBLE_REPRESENTANTS_LEGAUX)
-            minors = and_(c.patient_id.in_(select(access_rights.c.patient_id).where(
-                access_rights.c.actor == principal.fhir_user,
-                access_rights.c.level == int(Level.REPRESENTATIVE))), c.visibility.op("&")(mask) == 0)
+            minors = and_(_holds(c, principal.fhir_user, (Level.REPRESENTATIVE,)),
+                          c.visibility.op("&")(mask) == 0)
             return or_(shared, own, minors)
         if principal.kind != Kind.PRACTITIONER or not principal.fhir_user:
             return shared
         if resource_type in PATIENT_ONLY:
             return false()
         me = principal.fhir_user
-        readable = select(access_rights.c.patient_id).where(
-            access_rights.c.actor == me, access_rights.c.level.in_((int(Level.READ), int(Level.FULL))))
-        records = c.patient_id.in_(readable) if principal.strong_auth else false()
+        records = _holds(c, me, (Level.READ, Level.FULL)) if principal.strong_auth else false()
         if principal.access_mode != AccessMode.NORMAL and principal.patient and principal.strong_auth:
             records = or_(records, and_(c.patient_id == principal.patient, self._emergency_open(
                 principal.patient, me)))
@@ -127,10 +132,8 @@ class DicahPolicy:
                 habilitated = or_(docs, c.doc_type.in_(sorted(allowed)))
             else:
                 habilitated = docs
-            full = select(access_rights.c.patient_id).where(
-                access_rights.c.actor == me, access_rights.c.level == int(Level.FULL))
             unmasked = or_(c.visibility.op("&")(int(Visibility.MASQUE_PS)) == 0, c.author == me,
-                           c.patient_id.in_(full))
+                           _holds(c, me, (Level.FULL,)))
             conditions += [habilitated, unmasked]
         return or_(shared, and_(*conditions))
 
