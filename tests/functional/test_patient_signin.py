@@ -1,0 +1,187 @@
+"""Patients sign in at /oauth/authorize with a password and a one-time code (an authenticator's TOTP,
+or a code sent through the notifier), get a token bound to their own record, and are locked out
+after repeated failures."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+
+import httpx
+import pyotp
+import pytest
+
+from carnet.auth.accounts import AccountStore
+from carnet.auth.clients import ClientType
+from tests.conftest import Fhir
+from tests.functional.oauth_helpers import (
+    Browser,
+    add_patient,
+    authorize_params,
+    exchange,
+    pkce,
+    redirect_params,
+    register,
+    verify_jwt,
+)
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def browser(fhir: Fhir) -> Iterator[Browser]:
+    with Browser(timeout=30, follow_redirects=False) as b:
+        yield b
+
+
+def accounts(fhir: Fhir) -> AccountStore:
+    return AccountStore(fhir.live.settings, fhir.backend.engine)
+
+
+def start(fhir: Fhir, browser: Browser, client_id: str, scope: str) -> tuple[httpx.Response, str]:
+    verifier, challenge = pkce()
+    page = browser.start(fhir.live.url, authorize_params(client_id, scope, challenge, fhir.live.url + "/fhir"))
+    return page, verifier
+
+
+def fresh_totp(secret: str) -> str:
+    """The current TOTP code, waiting for the next step when this one is about to end."""
+    totp = pyotp.TOTP(secret)
+    if 30 - time.time() % 30 < 3:
+        time.sleep(3)
+    return totp.now()
+
+
+def test_patient_signs_in_with_password_and_totp(fhir: Fhir, browser: Browser) -> None:
+    base = fhir.live.url
+    _, pid = add_patient(fhir)
+    _, other = add_patient(fhir, "1700575056045", "BERNARD", "PAUL")
+    secret = accounts(fhir).add("Lucie.Durand", PASSWORD, pid)
+    assert secret
+    client, _ = register(fhir, ClientType.PUBLIC, "openid fhirUser launch/patient offline_access patient/*.rs")
+    page, verifier = start(fhir, browser, client.client_id, "openid fhirUser launch/patient patient/*.rs")
+    step = browser.submit(base, "/oauth/signin/patient", page, username="lucie.durand", password=PASSWORD)
+    assert step.status_code == 303 and step.headers["location"] == "/oauth/signin"
+    code_page = browser.get(base + "/oauth/signin")
+    assert "Code à usage unique" in code_page.text and "authentification" in code_page.text
+    assert PASSWORD not in code_page.text
+    done = browser.submit(base, "/oauth/signin/patient/code", code_page, code=fresh_totp(secret))
+    got = redirect_params(done)
+    r = exchange(browser, base, client.client_id, got["code"], verifier)
+    assert r.status_code == 200, r.text
+    tokens = r.json()
+    assert tokens["patient"] == pid  # the launch context: their own record
+    assert set(tokens["scope"].split()) == {"openid", "fhirUser", "launch/patient", "patient/*.rs"}
+    claims = verify_jwt(browser, base, tokens["access_token"])
+    assert claims["kind"] == "patient" and claims["fhirUser"] == f"Patient/{pid}" and claims["patient"] == pid
+    assert "acr" not in claims  # a password and a code are not an eIDAS substantial sign-on
+    id_token = verify_jwt(browser, base, tokens["id_token"])
+    assert id_token["sub"] == pid and id_token["fhirUser"] == f"{base}/fhir/Patient/{pid}"
+    assert "amr" in id_token and "otp" in id_token["amr"]
+    # their record, not someone else's; and read-only
+    auth = {"Authorization": f"Bearer {tokens['access_token']}", "Content-Type": "application/fhir+json"}
+    assert browser.get(f"{base}/fhir/Patient/{pid}", headers=auth).status_code == 200
+    assert browser.get(f"{base}/fhir/Patient/{other}", headers=auth).status_code == 404
+    r = browser.put(f"{base}/fhir/Patient/{pid}", headers=auth,
+                    json=fhir.get(f"Patient/{pid}").json() | {"gender": "male"})
+    assert r.status_code == 403
+    # the same TOTP code cannot serve twice
+    page, _ = start(fhir, browser, client.client_id, "patient/*.rs")
+    browser.submit(base, "/oauth/signin/patient", page, username="lucie.durand", password=PASSWORD)
+    code_page = browser.get(base + "/oauth/signin")
+    reused = browser.submit(base, "/oauth/signin/patient/code", code_page, code=pyotp.TOTP(secret).now())
+    if reused.status_code == 303:  # the step turned meanwhile: that was a new code
+        return
+    assert reused.status_code == 401 and "incorrect" in reused.text
+
+
+def test_wrong_passwords_lock_the_account(fhir: Fhir, browser: Browser) -> None:
+    base = fhir.live.url
+    _, pid = add_patient(fhir)
+    secret = accounts(fhir).add("lucie", PASSWORD, pid)
+    assert secret
+    client, _ = register(fhir, ClientType.PUBLIC, "patient/*.rs")
+    page, _ = start(fhir, browser, client.client_id, "patient/*.rs")
+    limit = fhir.live.settings.signin_max_failures
+    for _ in range(limit - 1):
+        r = browser.submit(base, "/oauth/signin/patient", page, username="lucie", password="wrong password!")
+        assert r.status_code == 401 and "incorrect" in r.text
+    # an unknown username answers exactly like a wrong password
+    unknown = browser.submit(base, "/oauth/signin/patient", page, username="nobody", password="whatever12")
+    assert unknown.status_code == 401 and "incorrect" in unknown.text
+    r = browser.submit(base, "/oauth/signin/patient", page, username="lucie", password="wrong again!!")
+    assert r.status_code == 429 and "bloquée" in r.text
+    # locked: even the right password and code are refused now, from any browser
+    with Browser(timeout=30, follow_redirects=False) as other:
+        page2, _ = start(fhir, other, client.client_id, "patient/*.rs")
+        r = other.submit(base, "/oauth/signin/patient", page2, username="lucie", password=PASSWORD)
+        assert r.status_code == 429 and "bloquée" in r.text
+    account = accounts(fhir).get("lucie")
+    assert account is not None and account.locked_until is not None and account.locked_until > time.time()
+    # wrong one-time codes count too: another account, right password, wrong codes
+    _, pid2 = add_patient(fhir, "1700575056045", "BERNARD", "PAUL")
+    secret2 = accounts(fhir).add("paul", PASSWORD, pid2)
+    assert secret2
+    with Browser(timeout=30, follow_redirects=False) as third:
+        page3, _ = start(fhir, third, client.client_id, "patient/*.rs")
+        third.submit(base, "/oauth/signin/patient", page3, username="paul", password=PASSWORD)
+        code_page = third.get(base + "/oauth/signin")
+        assert "Code à usage unique" in code_page.text
+        for _ in range(limit - 1):
+            r = third.submit(base, "/oauth/signin/patient/code", code_page, code="000000")
+            assert r.status_code == 401 and "incorrect" in r.text
+        r = third.submit(base, "/oauth/signin/patient/code", code_page, code="000000")
+        assert r.status_code == 429 and "bloquée" in r.text
+    account2 = accounts(fhir).get("paul")
+    assert account2 is not None and account2.locked_until is not None
+
+
+def test_a_code_sent_through_the_notifier(fhir: Fhir, browser: Browser, caplog: pytest.LogCaptureFixture) -> None:
+    base = fhir.live.url
+    _, pid = add_patient(fhir)
+    assert accounts(fhir).add("sms-user", PASSWORD, pid, totp=False, channel="sms:+33600000000") is None
+    client, _ = register(fhir, ClientType.PUBLIC, "patient/*.rs")
+    page, verifier = start(fhir, browser, client.client_id, "patient/*.rs")
+    with caplog.at_level(logging.INFO):
+        browser.submit(base, "/oauth/signin/patient", page, username="sms-user", password=PASSWORD)
+    sent = [r.getMessage() for r in caplog.records if r.name == "carnet.notify"]
+    assert len(sent) == 1 and "sms:+33600000000" in sent[0]
+    assert PASSWORD not in caplog.text  # the password never reaches the log
+    code = re.search(r"(\d{6})$", sent[0])
+    assert code
+    code_page = browser.get(base + "/oauth/signin")
+    assert "envoyé" in code_page.text
+    wrong = "000000" if code.group(1) != "000000" else "111111"
+    r = browser.submit(base, "/oauth/signin/patient/code", code_page, code=wrong)
+    assert r.status_code == 401
+    done = browser.submit(base, "/oauth/signin/patient/code", code_page, code=code.group(1))
+    got = redirect_params(done)
+    r = exchange(browser, base, client.client_id, got["code"], verifier)
+    assert r.status_code == 200 and r.json()["patient"] == pid
+
+
+def test_account_command(fhir: Fhir, tmp_path: object) -> None:
+    """``carnet account add-patient`` against the test database, as an operator runs it."""
+    import os
+    import subprocess
+    import sys
+
+    matricule, pid = add_patient(fhir)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARNET_")}
+    env.update(CARNET_DATABASE_URL=fhir.backend.url, CARNET_DATA_DIR=str(fhir.backend.tmp))
+    r = subprocess.run([sys.executable, "-m", "carnet.cli.main", "account", "add-patient", "--matricule", matricule,
+                        "--username", "Lucie"], input=PASSWORD + "\n", capture_output=True, text=True, env=env,
+                       timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert f"Patient/{pid}" in r.stdout and "otpauth://totp/" in r.stdout
+    assert PASSWORD not in r.stdout + r.stderr
+    secret = re.search(r"totp secret: (\w+)", r.stdout)
+    assert secret
+    stored = accounts(fhir).get("lucie")
+    assert stored is not None and stored.patient_id == pid and stored.totp_secret == secret.group(1)
+    r = subprocess.run([sys.executable, "-m", "carnet.cli.main", "account", "add-patient", "--matricule",
+                        "180037505600012", "--username", "x", "--password", PASSWORD], capture_output=True, text=True,
+                       env=env, timeout=120, check=False)
+    assert r.returncode != 0 and "180037505600012" in r.stderr
