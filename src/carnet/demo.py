@@ -224,6 +224,7 @@ def load(settings: Settings, engine: Engine, *, patients: int = 25, seed: int = 
     _qualify(router, principal, identities)
     _documents(router, principal, identities, directory.performers, seed,
                today or datetime.now(UTC).date())
+    demo_accounts(settings, engine, router, principal, identities)
     analyze(engine)
     return DemoSummary(router.counts(), insi_file, tuple(identities))
 
@@ -273,6 +274,39 @@ def _documents(router: Any, principal: Principal, identities: list[DemoIdentity]
             name = f"{t.birth_given_names[0].title()} {t.birth_family_name}"
             patients.append((entry["resource"]["id"], name))
     demo_documents.publish(router, principal, patients, authors, seed=seed, today=today)
+
+
+DEMO_PASSWORD = "carnet-demo-2026"  # noqa: S105 - the demo accounts' published password
+
+
+def demo_accounts(settings: Settings, engine: Engine, router: Any, principal: Principal,
+                  identities: list[DemoIdentity]) -> list[str]:
+    """Sign-in accounts for the first adult patient (``patient``) and the first parent of a minor
+    (``parent``), password :data:`DEMO_PASSWORD`, one-time codes sent to the server's log. Accounts
+    that already exist are left as they are."""
+    from carnet.auth.accounts import AccountStore
+    from carnet.errors import Conflict
+    from carnet.fhir.router import FhirRequest
+
+    store = AccountStore(settings, engine)
+    wanted: dict[str, DemoIdentity] = {}
+    for i, identity in enumerate(identities):
+        if not identity.carries_ins or identity.minor:
+            continue
+        has_child = i + 1 < len(identities) and identities[i + 1].minor
+        key = "parent" if has_child else "patient"
+        wanted.setdefault(key, identity)
+    made = []
+    for username, identity in wanted.items():
+        resp = router.handle(FhirRequest("GET", "Patient", [
+            ("identifier", f"urn:oid:{identity.oid}|{identity.matricule}")], {}), principal)
+        entries = jsonio.loads(resp.json_bytes()).get("entry") or []
+        if not entries:
+            continue
+        with contextlib.suppress(Conflict):
+            store.add(username, DEMO_PASSWORD, entries[0]["resource"]["id"], totp=False, channel="log")
+        made.append(username)
+    return made
 
 
 def seed(settings: Settings, engine: Engine, *, patients: int = 25, seed: int = 2026) -> dict[str, int]:

@@ -53,6 +53,7 @@ def test_migrate_demo_and_serve(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "3 Patient" in r.stdout and "57 Observation" in r.stdout
     assert "14 Practitioner" in r.stdout and "14 PractitionerRole" in r.stdout
+    assert "demo sign-in" in r.stdout  # patient accounts for the sign-in page
     insi = json.loads((tmp_path / "insi" / "identities.json").read_text(encoding="utf-8"))
     assert len(insi["identities"]) == 3
     with socket.socket() as s:

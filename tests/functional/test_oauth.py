@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -286,3 +290,45 @@ def test_the_fhir_api_refuses_misused_tokens(fhir: Fhir, http: httpx.Client, bas
     # a scheme other than Bearer
     r = http.get(f"{base}/fhir/Patient/{pid}", headers={"Authorization": f"Basic {good}"})
     assert r.status_code == 401 and r.json()["resourceType"] == "OperationOutcome"
+
+
+def test_client_commands(fhir: Fhir, http: httpx.Client, base: str, tmp_path: Path) -> None:
+    """``carnet client add / list / remove``, as the operator runs them, then the client at work."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARNET_")}
+    env.update(CARNET_DATABASE_URL=fhir.backend.url, CARNET_DATA_DIR=str(fhir.backend.tmp))
+
+    def carnet(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "carnet.cli.main", *args], capture_output=True, text=True,
+                              env=env, timeout=120, check=False)
+
+    key = ec_key()
+    jwks_file = tmp_path / "lab.jwks.json"
+    jwks_file.write_text(json.dumps(public_jwks(key)))
+    r = carnet("client", "add", "Laboratoire", "--type", "backend", "--scope", "system/*.rs",
+               "--jwks-file", str(jwks_file), "--client-id", "labo-1")
+    assert r.returncode == 0, r.stderr
+    assert "client_id: labo-1" in r.stdout and "secret" not in r.stdout
+    r = carnet("client", "add", "Logiciel", "--type", "confidential", "--redirect-uri", "https://lgc.example/cb",
+               "--scope", "openid offline_access", "--scope", "user/*.rs")
+    assert r.returncode == 0, r.stderr
+    secret = next(line.split(": ", 1)[1] for line in r.stdout.splitlines() if line.startswith("client_secret"))
+    assert len(secret) >= 40
+    # refused: a private key, an http redirect off loopback, system scopes for a user-facing app
+    private = tmp_path / "private.jwk"
+    private.write_text(json.dumps(key.as_dict(private=True)))
+    for args in (["Bad", "--type", "backend", "--scope", "system/*.rs", "--jwks-file", str(private)],
+                 ["Bad", "--type", "public", "--redirect-uri", "http://app.example/cb", "--scope", "user/*.rs"],
+                 ["Bad", "--type", "public", "--redirect-uri", "https://app.example/cb", "--scope", "system/*.rs"],
+                 ["Bad", "--type", "backend", "--scope", "system/*.rs"]):
+        refused = carnet("client", "add", *args)
+        assert refused.returncode != 0 and refused.stderr.strip(), args
+    listed = carnet("client", "list", "--json")
+    assert listed.returncode == 0
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert {row["name"] for row in rows} == {"Laboratoire", "Logiciel"}
+    assert secret not in listed.stdout + carnet("client", "list").stdout
+    # the registered backend client at work, until it is removed
+    assert backend_token(http, base, "labo-1", key, "system/*.rs").status_code == 200
+    assert carnet("client", "remove", "labo-1").returncode == 0
+    assert backend_token(http, base, "labo-1", key, "system/*.rs").status_code in (400, 401)
+    assert carnet("client", "remove", "labo-1").returncode != 0

@@ -90,6 +90,8 @@ def demo(data: Path | None, patients: int, seed: int) -> None:
     engine.dispose()
     summary = ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
     click.echo(f"demo data loaded: {summary}")
+    click.echo(f"demo sign-in (patients, at /oauth/authorize): patient or parent, password "
+               f"{demo_data.DEMO_PASSWORD}, one-time code in the server's log")
 
 
 @main.command()
