@@ -58,7 +58,8 @@ class Backend:
 
     def clean(self) -> None:
         with self.engine.connect().execution_options(carnet_write=True) as conn, conn.begin():
-            names = [t.name for t in reversed(metadata.sorted_tables)]
+            # habilitation_types is reference data the app writes at start (the access matrix)
+            names = [t.name for t in reversed(metadata.sorted_tables) if t.name != "habilitation_types"]
             if self.name == "postgresql":
                 conn.execute(text("TRUNCATE " + ", ".join(names)))
             else:

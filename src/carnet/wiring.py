@@ -20,8 +20,9 @@ from carnet.policy.operations import register_access_operations
 
 
 def build_router(settings: Settings, engine: Engine) -> FhirRouter:
-    router = FhirRouter(settings, engine, validator=validate,
-                        policy=DicahPolicy(load_habilitations(settings.habilitations_file)))
+    policy = DicahPolicy(load_habilitations(settings.habilitations_file))
+    policy.attach(engine)
+    router = FhirRouter(settings, engine, validator=validate, policy=policy)
     identity = IdentityService(settings, load_insi(settings.insi_spec))
     router.add_hook("Patient", identity.before_patient_write)
     register_identity_operations(router, identity)

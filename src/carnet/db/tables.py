@@ -239,6 +239,16 @@ access_rights = Table(
 )
 Index("ix_access_rights_patient", access_rights.c.patient_id)
 
+# The access matrix (carnet.policy.matrix) as rows: which document types each profession reads, for
+# the professions that do not read everything. Rewritten from the matrix file when it changes; the
+# read predicates probe it by primary key.
+habilitation_types = Table(
+    "habilitation_types",
+    metadata,
+    Column("profession", String(16), primary_key=True),
+    Column("doc_type", String(64), primary_key=True),
+)
+
 # Per record: what the policy needs to know without reading the Patient (open, qualified identity,
 # emergency access opposed). Maintained with access_rights.
 record_access = Table(

@@ -25,13 +25,13 @@ anonymous callers see nothing.
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Table, and_, exists, false, or_, select, true
+from sqlalchemy import ColumnElement, Engine, Table, and_, delete, exists, false, insert, or_, select, true
 
 from carnet.auth.principal import AccessMode, Kind, Principal
-from carnet.db.tables import access_rights, record_access, resources
+from carnet.db.tables import access_rights, habilitation_types, record_access, resource_versions, resources
 from carnet.errors import Forbidden, Unprocessable
 from carnet.fhir.searchparams import params_for, resource_types
 from carnet.policy import scope_allows
@@ -69,7 +69,9 @@ def _holds(c: Any, actor: str | None, levels: tuple[Level, ...]) -> ColumnElemen
     """The row's record grants ``actor`` one of ``levels``: one primary-key probe per row, correlated
     (an ``IN (subquery)`` would list all of a professional's records for every query)."""
     a = access_rights.c
-    level = a.level == int(levels[0]) if len(levels) == 1 else a.level.in_([int(x) for x in levels])
+    low, high = int(min(levels)), int(max(levels))
+    assert high - low + 1 == len(levels), "levels must be contiguous"
+    level = a.level == low if low == high else a.level.between(low, high)  # no expanding IN to render
     return exists(select(a.level).where(a.actor == actor, a.patient_id == c.patient_id, level))
 
 
@@ -80,6 +82,22 @@ def _t(fr: str, en: str) -> str:
 class DicahPolicy:
     def __init__(self, habilitations: Habilitations | None = None) -> None:
         self.habilitations = habilitations or load_habilitations(None)
+        # The predicate of one caller for one type, built once: a professional's requests then only
+        # bind it (expressions are immutable, so threads share them).
+        self._cached = lru_cache(maxsize=4096)(self._build)
+
+    def attach(self, engine: Engine) -> None:
+        """Write the access matrix into ``habilitation_types`` when the table differs from it."""
+        wanted = {(prof, t) for prof, types in self.habilitations.types.items() for t in types}
+        h = habilitation_types.c
+        with engine.connect().execution_options(carnet_write=True) as conn, conn.begin():
+            stored = {(r.profession, r.doc_type) for r in conn.execute(select(h.profession, h.doc_type))}
+            if stored == wanted:
+                return
+            conn.execute(delete(habilitation_types))
+            if wanted:
+                conn.execute(insert(habilitation_types),
+                             [{"profession": p, "doc_type": t} for p, t in sorted(wanted)])
 
     # -- reads ------------------------------------------------------------------------------
     def read_filter(self, principal: Principal, resource_type: str | None,
@@ -90,13 +108,22 @@ class DicahPolicy:
             return false()
         if resource_type is not None and resource_type not in compartment_types():
             return None
-        if table is resources:
+        return self._cached(principal.kind, principal.fhir_user, principal.profession, principal.strong_auth,
+                            principal.access_mode, principal.patient, resource_type, table is resources)
+
+    def _build(self, kind: Kind, fhir_user: str | None, profession: str | None, strong: bool,
+               mode: AccessMode, patient: str | None, resource_type: str | None,
+               current: bool) -> ColumnElement[bool]:
+        principal = Principal(kind, "", fhir_user=fhir_user, profession=profession, strong_auth=strong,
+                              access_mode=mode, patient=patient)
+        if current:
             return self._predicate(principal, resource_type, resources)
         # a version is visible when the resource is visible now
-        current = resources.alias("visible_now")
-        return exists(select(current.c.res_id).where(
-            current.c.res_type == table.c.res_type, current.c.res_id == table.c.res_id,
-            self._predicate(principal, resource_type, current)))
+        now = resources.alias("visible_now")
+        v = resource_versions.c
+        return exists(select(now.c.res_id).where(
+            now.c.res_type == v.res_type, now.c.res_id == v.res_id,
+            self._predicate(principal, resource_type, now)))
 
     def _predicate(self, principal: Principal, resource_type: str | None, r: Any) -> ColumnElement[bool]:
         c = r.c
@@ -129,7 +156,9 @@ class DicahPolicy:
             if allowed is None:
                 habilitated = true()
             elif allowed:
-                habilitated = or_(docs, c.doc_type.in_(sorted(allowed)))
+                h = habilitation_types.c
+                habilitated = or_(docs, exists(select(h.doc_type).where(
+                    h.profession == principal.profession, h.doc_type == c.doc_type)))
             else:
                 habilitated = docs
             unmasked = or_(c.visibility.op("&")(int(Visibility.MASQUE_PS)) == 0, c.author == me,

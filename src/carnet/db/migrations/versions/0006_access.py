@@ -1,4 +1,4 @@
-"""access control: access attributes on resources, access_rights, record_access
+"""access control: access attributes on resources, access_rights, habilitation_types, record_access
 
 Revision ID: 0006
 Revises: 0005
@@ -28,6 +28,11 @@ def upgrade() -> None:
     )
     op.create_index('ix_access_rights_patient', 'access_rights', ['patient_id'])
     op.create_table(
+        'habilitation_types',
+        sa.Column('profession', sa.String(16), primary_key=True),
+        sa.Column('doc_type', sa.String(64), primary_key=True),
+    )
+    op.create_table(
         'record_access',
         sa.Column('patient_id', sa.String(64), primary_key=True),
         sa.Column('open', sa.Boolean(), nullable=False),
@@ -39,6 +44,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('record_access')
+    op.drop_table('habilitation_types')
     op.drop_index('ix_access_rights_patient', 'access_rights')
     op.drop_table('access_rights')
     with op.batch_alter_table('resources') as batch:
