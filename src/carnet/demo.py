@@ -224,6 +224,9 @@ def load(settings: Settings, engine: Engine, *, patients: int = 25, seed: int = 
     _qualify(router, principal, identities)
     _documents(router, principal, identities, directory.performers, seed,
                today or datetime.now(UTC).date())
+    from carnet import demo_access
+
+    demo_access.grant(router, principal, identities, directory)
     demo_accounts(settings, engine, router, principal, identities)
     analyze(engine)
     return DemoSummary(router.counts(), insi_file, tuple(identities))

@@ -98,3 +98,39 @@ def test_demo_records_hold_pdf_documents(fhir: Fhir, tmp_path: Path) -> None:
             assert len(pdf.content) == att["size"]
     finally:
         server.stop()
+
+
+def test_demo_records_carry_access_rules_the_professionals_see_at_work(fhir: Fhir, tmp_path: Path) -> None:
+    from carnet import demo_access, demo_people
+    from carnet.auth import people
+    from carnet.wiring import build_router
+
+    settings = fhir.backend.settings.model_copy(update={"data_dir": tmp_path})
+    summary = demo.load(settings, fhir.backend.engine, patients=8, seed=11)
+    who = demo_access.roles(demo_people.directory(11))
+    router = build_router(fhir.backend.settings, fhir.backend.engine)
+    issuer = fhir.live.app.state.issuer
+
+    def documents(ref: str, query: str = "DocumentReference?_count=200") -> set[str]:
+        rid = ref.split("/")[1]
+        idnat = next(i["value"] for i in fhir.get(ref).json()["identifier"] if i["value"].startswith("8"))
+        principal = people.practitioner_principal(router, idnat)
+        assert principal.fhir_user == ref
+        r = fhir.get(query, headers={"Authorization": f"Bearer {issuer.issue(principal)}"})
+        assert r.status_code == 200, r.text
+        return {e["resource"]["id"] for e in r.json().get("entry", [])} - {rid}
+
+    everything = {e["resource"]["id"] for e in fhir.get("DocumentReference?_count=200").json()["entry"]}
+    adults = [i for i in summary.identities if i.carries_ins and not i.minor]
+    [first] = fhir.search_ids(f"Patient?identifier={quote(DEMO_SYSTEM + '|' + adults[0].matricule)}")
+    firsts = set(fhir.search_ids(f"DocumentReference?patient={first}&_count=200"))
+    treating, blocked, nurse, pharmacist = (documents(who[k]) for k in ("10/L", "10/S", "60/L", "21/L"))
+    qualified = set()
+    for identity in summary.identities:
+        if identity.status.value == "QUAL":
+            [pid] = fhir.search_ids(f"Patient?identifier={quote(DEMO_SYSTEM + '|' + identity.matricule)}")
+            qualified |= set(fhir.search_ids(f"DocumentReference?patient={pid}&_count=200"))
+    assert firsts and firsts <= qualified <= everything
+    assert blocked == qualified - firsts  # in every care team, blocked by the first patient
+    assert firsts <= treating <= qualified  # médecin traitant of the adults
+    assert nurse and pharmacist and pharmacist < nurse <= qualified  # the access matrix at work

@@ -204,6 +204,7 @@ class DicahPolicy:
         if resource_type == "DocumentReference" and resource is not None:
             self._check_visibility(principal, resource, previous, attributes)
         if resource_type in SOURCES and patient_id is not None:
+            repo.flush()  # a transaction Bundle queues its inserts: the derivation must read them
             recompute(repo.conn, patient_id)
             if resource_type == "Patient" and resource is not None:
                 for minor in minors_represented_by(repo.conn, resource):

@@ -1,0 +1,92 @@
+"""Who may read the demo records (DICAH), set the way a patient and a hospital would:
+
+- every adult patient with an INS names the libéral physician as médecin traitant;
+- every record has a care team with the libéral nurse and pharmacist and the salaried physician;
+- the first adult patient blocks the salaried physician (in the care team, and refused all the same)
+  and authorises the salaried dentist;
+- the second adult patient opposes emergency access.
+
+So that ``carnet token --as practitioner:<national id>`` of these professionals shows the rules at
+work on the demo data (README, "Access control").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from carnet.auth.principal import Principal
+from carnet.demo_people import DemoDirectory, DemoIdentity
+from carnet.directory import keys
+from carnet.fhir import jsonio
+
+LOINC = "http://loinc.org"
+
+
+def roles(directory: DemoDirectory) -> dict[str, str]:
+    """``"<profession>/<L|S>"`` → ``Practitioner/<id>`` (the directory lists a libéral and a salaried
+    practitioner of each profession, in this order)."""
+    out = {}
+    for n, code in enumerate(keys.professions()):
+        out[f"{code}/L"] = directory.performers[2 * n]
+        out[f"{code}/S"] = directory.performers[2 * n + 1]
+    return out
+
+
+def _consent(pid: str, kind: str, actor: str | None = None, purpose: str | None = None) -> dict[str, Any]:
+    provision: dict[str, Any] = {"type": kind}
+    if actor:
+        provision["actor"] = [{"role": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]},
+            "reference": {"reference": actor}}]
+    if purpose:
+        provision["purpose"] = [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": purpose}]
+    return {"resourceType": "Consent", "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                  "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": LOINC, "code": "59284-0"}]}],
+            "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                       "code": "OPTIN"}]},
+            "patient": {"reference": f"Patient/{pid}"}, "provision": provision}
+
+
+def grant(router: Any, principal: Principal, identities: list[DemoIdentity], directory: DemoDirectory) -> int:
+    """Write the demo records' access rules; answers how many resources were written."""
+    from carnet.fhir.router import FhirRequest
+
+    who = roles(directory)
+
+    def call(method: str, path: str, body: Any = None, query: list[tuple[str, str]] | None = None) -> Any:
+        resp = router.handle(FhirRequest(method, path, query or [], {},
+                                         jsonio.dumps(body) if body is not None else None), principal)
+        if resp.status not in (200, 201):
+            raise RuntimeError(f"demo access step {method} {path} refused: {resp.json_bytes()[:500]!r}")
+        return jsonio.loads(resp.json_bytes())
+
+    entries: list[dict[str, Any]] = []
+    adults = 0
+    for identity in identities:
+        if not identity.carries_ins:
+            continue
+        found = call("GET", "Patient", query=[("identifier", f"urn:oid:{identity.oid}|{identity.matricule}")])
+        for e in found.get("entry") or []:
+            patient = e["resource"]
+            pid = patient["id"]
+            if not identity.minor:
+                patient["generalPractitioner"] = [{"reference": who["10/L"]}]
+                call("PUT", f"Patient/{pid}", patient)
+            entries.append({"resource": {
+                "resourceType": "CareTeam", "status": "active", "name": "Équipe de soins",
+                "subject": {"reference": f"Patient/{pid}"},
+                "participant": [{"member": {"reference": who[k]}} for k in ("60/L", "21/L", "10/S")]},
+                "request": {"method": "POST", "url": "CareTeam"}})
+            if not identity.minor:
+                adults += 1
+                if adults == 1:
+                    for body in (_consent(pid, "deny", who["10/S"]), _consent(pid, "permit", who["40/S"])):
+                        entries.append({"resource": body, "request": {"method": "POST", "url": "Consent"}})
+                elif adults == 2:
+                    entries.append({"resource": _consent(pid, "deny", purpose="ETREAT"),
+                                    "request": {"method": "POST", "url": "Consent"}})
+    if entries:
+        call("POST", "", {"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    return len(entries)
