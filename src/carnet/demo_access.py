@@ -20,6 +20,7 @@ from carnet.directory import keys
 from carnet.fhir import jsonio
 
 LOINC = "http://loinc.org"
+ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 
 
 def roles(directory: DemoDirectory) -> dict[str, str]:
@@ -39,7 +40,7 @@ def _consent(pid: str, kind: str, actor: str | None = None, purpose: str | None 
             "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]},
             "reference": {"reference": actor}}]
     if purpose:
-        provision["purpose"] = [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": purpose}]
+        provision["purpose"] = [{"system": ACT_REASON, "code": purpose}]
     return {"resourceType": "Consent", "status": "active",
             "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
                                   "code": "patient-privacy"}]},
