@@ -332,3 +332,34 @@ def test_client_commands(fhir: Fhir, http: httpx.Client, base: str, tmp_path: Pa
     assert carnet("client", "remove", "labo-1").returncode == 0
     assert backend_token(http, base, "labo-1", key, "system/*.rs").status_code in (400, 401)
     assert carnet("client", "remove", "labo-1").returncode != 0
+
+
+def test_token_command_for_a_professional_and_a_patient(fhir: Fhir, http: httpx.Client, base: str) -> None:
+    """``carnet token --as practitioner:…|patient:…`` (development mode), used on the live server."""
+    from tests.functional.oauth_helpers import add_practitioner
+
+    national_id, practitioner_id = add_practitioner(fhir)
+    matricule, pid = add_patient(fhir)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARNET_")}
+    env.update(CARNET_DATABASE_URL=fhir.backend.url, CARNET_DATA_DIR=str(fhir.backend.tmp),
+               CARNET_PORT=str(fhir.live.port))
+
+    def token(who: str) -> str:
+        r = subprocess.run([sys.executable, "-m", "carnet.cli.main", "token", "--as", who, "--ttl", "120"],
+                           capture_output=True, text=True, env=env, timeout=120, check=False)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    pro = verify_jwt(http, base, token(f"practitioner:{national_id}"))
+    assert pro["kind"] == "practitioner" and pro["sub"] == national_id and pro["acr"] == "eidas1"
+    assert pro["fhirUser"] == f"Practitioner/{practitioner_id}" and pro["profession"] == "10"
+    assert pro["scope"] == "user/*.cruds" and pro["exp"] - pro["iat"] == 120
+    patient_token = token(f"patient:{matricule}")
+    claims = verify_jwt(http, base, patient_token)
+    assert claims["kind"] == "patient" and claims["sub"] == matricule and claims["patient"] == pid
+    assert claims["fhirUser"] == f"Patient/{pid}" and claims["scope"] == "patient/*.cruds"
+    r = http.get(f"{base}/fhir/Patient/{pid}", headers={"Authorization": f"Bearer {patient_token}"})
+    assert r.status_code == 200
+    unknown = subprocess.run([sys.executable, "-m", "carnet.cli.main", "token", "--as", "patient:180037505600012"],
+                             capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert unknown.returncode != 0 and "180037505600012" in unknown.stderr

@@ -243,3 +243,23 @@ def test_the_sign_in_page_guards_its_forms(fhir: Fhir, browser: Browser) -> None
     denied = redirect_params(browser.submit(base, "/oauth/signin/cancel", page))
     assert denied["error"] == "access_denied" and denied["state"] == params["state"]
     assert browser.get(base + "/oauth/signin").status_code == 400
+
+
+def test_revoking_a_refresh_token_ends_the_sign_in(fhir: Fhir, browser: Browser) -> None:
+    base = fhir.live.url
+    national_id, _ = add_practitioner(fhir)
+    client, secret = register(fhir, ClientType.CONFIDENTIAL, "offline_access user/*.rs")
+    got, verifier, _ = sign_in_as_professional(fhir, browser, client.client_id, "offline_access user/*.rs",
+                                               national_id)
+    tokens = exchange(browser, base, client.client_id, got["code"], verifier, secret).json()
+    auth = (client.client_id, secret or "")
+    info = browser.post(base + "/oauth/introspect", auth=auth, data={"token": tokens["refresh_token"]}).json()
+    assert info["active"] is True and info["token_type"] == "refresh_token" and info["sub"] == national_id
+    r = browser.post(base + "/oauth/revoke", auth=auth,
+                     data={"token": tokens["refresh_token"], "token_type_hint": "refresh_token"})
+    assert r.status_code == 200
+    info = browser.post(base + "/oauth/introspect", auth=auth, data={"token": tokens["refresh_token"]}).json()
+    assert info == {"active": False}
+    r = browser.post(base + "/oauth/token", auth=auth,
+                     data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"

@@ -64,6 +64,8 @@ from carnet.config import Mode, Settings
 from carnet.db.tables import oauth_refresh_tokens
 
 log = logging.getLogger("carnet.auth")
+# Authlib logs whole token responses (access and refresh tokens) at debug level: never below info.
+logging.getLogger("authlib").setLevel(logging.INFO)
 _US = 1_000_000
 
 __all__ = ["ASSERTION_ALGORITHMS", "CLIENT_AUTH_METHODS", "USER_AUTH_METHODS", "SignedIn"]
