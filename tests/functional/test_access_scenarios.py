@@ -7,8 +7,10 @@ missing from searches, counts, includes and history.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -304,3 +306,19 @@ def test_explain_gives_each_reason_and_agrees_with_what_is_enforced(
                                   "--patient", alice.matricule, "--document", imaging])
     assert r.exit_code == 1, r.output
     assert "REFUSÉ / DENIED" in r.output and "Bloqué par le patient" in r.output
+
+
+def test_a_token_reads_only_the_types_its_scopes_name(world: World) -> None:
+    alice = world.patient("alice")
+    doc = world.document(alice)
+    narrow = world.principal(alice)
+    for scopes, sees_doc, sees_patient in (({"patient/DocumentReference.rs"}, True, False),
+                                          ({"patient/Observation.rs", "patient/Patient.r"}, False, True),
+                                          ({"patient/*.cud"}, False, False)):
+        token = world.issuer.issue(dataclasses.replace(narrow, scopes=frozenset(scopes)))
+        with httpx.Client(base_url=world.fhir.base + "/", headers={"Authorization": f"Bearer {token}"}) as c:
+            assert (c.get(f"DocumentReference/{doc}").status_code == 200) is sees_doc, scopes
+            assert (c.get(f"Patient/{alice.id}").status_code == 200) is sees_patient, scopes
+            history = c.get("_history").json()
+            types = {e["resource"]["resourceType"] for e in history.get("entry", []) if e.get("resource")}
+            assert types <= {t.split("/")[1].split(".")[0] for t in scopes if "r" in t.split(".")[1]}, scopes

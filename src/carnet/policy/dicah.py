@@ -51,6 +51,24 @@ PATIENT_WRITABLE = frozenset({"Consent", "DocumentReference", "Binary", "List", 
 PATIENT_DOCUMENT_CLASS = "90"  # "Autres documents déposés par le patient"
 
 
+@lru_cache(maxsize=1024)
+def readable_types(scopes: frozenset[str]) -> frozenset[str] | None:
+    """The resource types SMART scopes let the token read or search; None for every type."""
+    out: set[str] = set()
+    for scope in scopes:
+        context, _, rest = scope.partition("/")
+        if context not in ("patient", "user", "system"):
+            continue
+        rtype, _, perms = rest.partition(".")
+        perms = perms.split("?", 1)[0]
+        v2 = perms not in ("read", "write", "*") and set(perms) <= set("cruds")
+        if perms in ("*", "read") or (v2 and ("r" in perms or "s" in perms)):
+            if rtype == "*":
+                return None
+            out.add(rtype)
+    return frozenset(out)
+
+
 @cache
 def compartment_types() -> frozenset[str]:
     """Types whose rows can belong to a patient (``resources.patient_id``): the others are never
@@ -102,14 +120,25 @@ class DicahPolicy:
     # -- reads ------------------------------------------------------------------------------
     def read_filter(self, principal: Principal, resource_type: str | None,
                     table: Table) -> ColumnElement[bool] | None:
-        if principal.kind in (Kind.SYSTEM, Kind.OPERATOR):
-            return None
         if principal.kind == Kind.ANONYMOUS:
             return false()
-        if resource_type is not None and resource_type not in compartment_types():
-            return None
-        return self._cached(principal.kind, principal.fhir_user, principal.profession, principal.strong_auth,
-                            principal.access_mode, principal.patient, resource_type, table is resources)
+        # SMART scopes first: a token for patient/Observation.rs reads no DocumentReference
+        types = readable_types(principal.scopes)
+        scoped: ColumnElement[bool] | None = None
+        if types is not None:
+            if resource_type is not None and resource_type not in types:
+                return false()
+            if resource_type is None:
+                scoped = table.c.res_type.in_(sorted(types)) if types else false()
+        rights: ColumnElement[bool] | None = None
+        if principal.kind not in (Kind.SYSTEM, Kind.OPERATOR) and (
+                resource_type is None or resource_type in compartment_types()):
+            rights = self._cached(principal.kind, principal.fhir_user, principal.profession,
+                                  principal.strong_auth, principal.access_mode, principal.patient, resource_type,
+                                  table is resources)
+        if scoped is None or rights is None:
+            return rights if scoped is None else scoped
+        return and_(scoped, rights)
 
     def _build(self, kind: Kind, fhir_user: str | None, profession: str | None, strong: bool,
                mode: AccessMode, patient: str | None, resource_type: str | None,
