@@ -8,7 +8,8 @@ identities (INSi check and ID check), a physician and a nurse in every patient's
 ``--docs`` DocumentReferences spread over the patients (random J07 types, one in ten ``MASQUE_PS``;
 metadata only, through the store, so that seeding 100k takes minutes rather than the publish path's
 hours). Tokens are issued by the server's own issuer. Measured with wrk at 1 connection (latency)
-and at ``--connections`` (throughput), each principal on the same sampled paths.
+and at ``--connections`` (throughput): searches on the same sampled patients for every principal,
+reads of documents each principal may see (a hidden one answers 404, another cost).
 
     .venv/bin/python bench/policy.py                     # sqlite, 100k documents
     .venv/bin/python bench/policy.py --db postgres
@@ -41,6 +42,7 @@ from carnet.fhir.router import FhirRequest
 from carnet.identity import fhir as insfhir
 from carnet.identity import nir
 from carnet.identity.status import IdentityStatus, Traits
+from carnet.policy.matrix import load_habilitations
 from carnet.wiring import build_router
 
 TARGET_RATIO = 1.2
@@ -118,18 +120,20 @@ def seed(settings: Settings, patients: int, docs: int, rng: random.Random) -> di
                 pid = pids[n % len(pids)]
                 labels = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
                                        "code": "N"}]}]
-                if rng.random() < 0.1:
+                masked = rng.random() < 0.1
+                if masked:
                     labels.append({"coding": [MASQUE]})
+                doc_type = rng.choice(TYPES)
                 when = date(2020, 1, 1) + timedelta(days=rng.randrange(0, 2000))
                 stored = repo.create({
                     "resourceType": "DocumentReference", "status": "current",
                     "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"},
-                    "type": {"coding": [{"system": "http://loinc.org", "code": rng.choice(TYPES)}]},
+                    "type": {"coding": [{"system": "http://loinc.org", "code": doc_type}]},
                     "subject": {"reference": f"Patient/{pid}"}, "date": f"{when.isoformat()}T10:00:00Z",
                     "securityLabel": labels,
                     "content": [{"attachment": {"contentType": "application/pdf", "size": 1000 + n % 5000,
                                                 "title": "Compte rendu"}}]})
-                doc_ids.append((stored.id, pid))
+                doc_ids.append((stored.id, pid, doc_type, masked))
         if (start // batch) % 20 == 0:
             log(f"  {start + batch:,} documents in {time.monotonic() - t0:.0f} s")
     engine.dispose()
@@ -166,21 +170,30 @@ def main() -> None:
                 Kind.PRACTITIONER, idnat, frozenset({"user/*.cruds"}), profession=profession,
                 fhir_user=f"Practitioner/{rid}", strong_auth=True), 3600)
         engine.dispose()
-        docs = rng.sample(world["docs"], min(args.sample, len(world["docs"])))
         patients = rng.sample(world["patients"], min(args.sample, len(world["patients"])))
-        queries = {
-            "read": [f"/fhir/DocumentReference/{d}" for d, _ in docs],
+        matrix = load_habilitations(None)
+        professions = {"system": None, **{who: p[2] for who, p in world["pros"].items()}}
+
+        def readable(who: str) -> list[str]:  # each principal reads documents it may see
+            seen = [d for d, _, t, masked in world["docs"] if who == "system" or (
+                not masked and matrix.may_read(professions[who], t))]
+            return [f"/fhir/DocumentReference/{d}" for d in random.Random(who).sample(
+                seen, min(args.sample, len(seen)))]
+
+        queries: dict[str, Any] = {
+            "read": {who: readable(who) for who in tokens},
             "iti67_patient": [f"/fhir/DocumentReference?patient={p}&status=current" for p in patients],
             "iti67_patient_type": [f"/fhir/DocumentReference?patient={p}&status=current&type=http://loinc.org|"
                                    f"{rng.choice(TYPES)}" for p in patients],
         }
         results: dict[str, Any] = {}
         for qname, paths in queries.items():
-            pfile = work / f"{qname}.txt"
-            pfile.write_text("\n".join(paths) + "\n")
+            for who in tokens:
+                mine = paths[who] if isinstance(paths, dict) else paths
+                (work / f"{qname}-{who}.txt").write_text("\n".join(mine) + "\n")
             for conns in (1, args.connections):
                 for who, token in tokens.items():
-                    wargs = [str(pfile), f"Bearer {token}"]
+                    wargs = [str(work / f"{qname}-{who}.txt"), f"Bearer {token}"]
                     kw: dict[str, Any] = {"connections": conns, "threads": min(2, conns)}
                     wrk(srv.base, LUA / "paths.lua", duration=args.warmup, args=wargs, **kw)
                     res = wrk(srv.base, LUA / "paths.lua", duration=args.duration, args=wargs, server=srv,

@@ -322,3 +322,16 @@ def test_a_token_reads_only_the_types_its_scopes_name(world: World) -> None:
             history = c.get("_history").json()
             types = {e["resource"]["resourceType"] for e in history.get("entry", []) if e.get("resource")}
             assert types <= {t.split("/")[1].split(".")[0] for t in scopes if "r" in t.split(".")[1]}, scopes
+
+
+def test_a_binary_of_no_record_is_read_only_by_whoever_wrote_it(world: World) -> None:
+    writer, other = world.professional("writer", "10"), world.professional("other", "10")
+    alice = world.patient("alice")
+    with world.client(writer) as c:
+        r = c.post("Binary", json={"resourceType": "Binary", "contentType": "text/plain", "data": "aGVsbG8="})
+        assert r.status_code == 201, r.text
+        rid = r.json()["id"]
+        assert c.get(f"Binary/{rid}").status_code == 200
+    assert not world.sees(other, f"Binary/{rid}")
+    assert not world.sees(alice, f"Binary/{rid}")
+    assert world.fhir.get(f"Binary/{rid}").status_code == 200

@@ -41,6 +41,8 @@ INSERTS = {"resources": INSERT_RESOURCE, "versions": INSERT_VERSION, **INSERT_IN
 SELECT_CURRENT = select(resources.c.version, resources.c.last_updated, resources.c.deleted,
                         resources.c.content).where(resources.c.res_type == bindparam("rt"),
                                                    resources.c.res_id == bindparam("rid"))
+# (id of a policy predicate, dialect) -> (the predicate, its compiled read by id, the SQL text)
+_FILTERED_READS: dict[tuple[int, str], tuple[Any, Any, str]] = {}
 _KEY_COLUMNS = ("res_type", "res_id", "param")  # never null: plain equality, which an index serves
 DELETE_INDEX_ROW = {
     kind: delete(table).where(
@@ -143,15 +145,36 @@ class Repository:
         t = resources.c
         visible = self.visible(resource_type)
         if visible:
-            row = self.conn.execute(
-                select(t.version, t.last_updated, t.deleted, t.content)
-                .where(t.res_type == resource_type, t.res_id == rid, *visible)
-            ).first()
+            row = self._current_filtered(visible[0], resource_type, rid)
         else:  # no policy predicate: the statement built once
             row = self.conn.execute(SELECT_CURRENT, {"rt": resource_type, "rid": rid}).first()
         if row is None:
             return None
-        return Stored(resource_type, rid, row.version, row.last_updated, row.deleted, row.content)
+        return Stored(resource_type, rid, row.version, row.last_updated, bool(row.deleted), row.content)
+
+    def _current_filtered(self, predicate: ColumnElement[bool], resource_type: str, rid: str) -> Any:
+        """The read by id under a policy predicate, on the hot path of every professional's read:
+        the policy hands out the same predicate object for the same caller, so the statement is
+        compiled once per predicate and run as its SQL text (SQLAlchemy would otherwise rebuild
+        and re-key it on each read)."""
+        dialect = self.conn.dialect
+        key = (id(predicate), dialect.name)
+        entry = _FILTERED_READS.get(key)
+        if entry is None or entry[0] is not predicate:
+            t = resources.c
+            stmt = select(t.version, t.last_updated, t.deleted, t.content).where(
+                t.res_type == bindparam("rt"), t.res_id == bindparam("rid"), predicate)
+            compiled = stmt.compile(dialect=dialect)
+            if len(_FILTERED_READS) > 4096:
+                _FILTERED_READS.clear()
+            entry = (predicate, compiled, str(compiled))
+            _FILTERED_READS[key] = entry
+        _, compiled, sql = entry
+        params = compiled.construct_params({"rt": resource_type, "rid": rid})
+        if compiled.positional:
+            return self.conn.exec_driver_sql(sql, tuple(params[name] for name in compiled.positiontup or ())
+                                             ).first()
+        return self.conn.exec_driver_sql(sql, params).first()
 
     def read(self, resource_type: str, rid: str) -> Stored:
         check_type(resource_type)
@@ -317,8 +340,8 @@ class Repository:
         if rtype != "Binary":
             return NO_ATTRIBUTES, patient
         target = security_context(resource)
-        if target is None or target[0] != "DocumentReference":
-            return NO_ATTRIBUTES, patient
+        if target is None or target[0] != "DocumentReference":  # content of no document: its creator's
+            return {**NO_ATTRIBUTES, "author": self.principal.fhir_user}, patient
         self.flush()
         t = resources.c
         row = self.conn.execute(select(t.patient_id, t.doc_type, t.visibility, t.author).where(

@@ -156,7 +156,12 @@ class DicahPolicy:
 
     def _predicate(self, principal: Principal, resource_type: str | None, r: Any) -> ColumnElement[bool]:
         c = r.c
-        shared = c.patient_id.is_(None)  # directory and other resources of no record
+        # directory and other resources of no record; a Binary of no record only for its creator
+        shared = c.patient_id.is_(None)
+        if resource_type == "Binary":
+            shared = and_(shared, c.author == principal.fhir_user)
+        elif resource_type is None:
+            shared = and_(shared, or_(c.res_type != "Binary", c.author == principal.fhir_user))
         if principal.kind == Kind.PATIENT:
             me = principal.resource_id
             if me is None:

@@ -93,3 +93,22 @@ def test_the_signing_key_is_kept_and_published(issuer: TokenIssuer) -> None:
     assert key["kid"] == issuer.keys.kid and "d" not in key and key["alg"] == "ES256"
     path = issuer.settings.keys_path / "token-signing.jwk"
     assert path.stat().st_mode & 0o077 == 0
+
+
+def test_a_token_checked_once_still_expires_and_can_still_be_revoked(issuer: TokenIssuer) -> None:
+    short = issuer.issue(Principal.system(), ttl_seconds=1)
+    assert issuer.verify(short).kind == Kind.SYSTEM  # checked, then remembered
+    assert issuer.verify(short).kind == Kind.SYSTEM
+    time.sleep(1.1)
+    with pytest.raises(TokenError) as exc:
+        issuer.verify(short)
+    assert exc.value.reason == "expired"
+    kept = issuer.issue(Principal.system())
+    claims = issuer.decode(kept)
+    issuer.revoke(claims["jti"], claims["exp"])
+    with pytest.raises(TokenError) as exc:
+        issuer.verify(kept)
+    assert exc.value.reason == "revoked"
+    forged = kept[:-4] + ("AAAA" if not kept.endswith("AAAA") else "BBBB")
+    with pytest.raises(TokenError):
+        issuer.verify(forged)  # another text: checked from scratch
