@@ -223,7 +223,8 @@ class TokenIssuer:
         if known is not None:
             if known["exp"] <= time.time():
                 self._checked.pop(token, None)
-                raise TokenError("expired", _both("le jeton d'accès a expiré", "the access token has expired"))
+                raise TokenError("expired", _both("le jeton d'accès a expiré",
+                                                  "the access token has expired"))
             if self.is_revoked(known["jti"]):
                 raise TokenError("revoked", _both("le jeton d'accès a été révoqué",
                                                   "the access token has been revoked"))

@@ -142,7 +142,6 @@ class Repository:
 
     # -- reads --------------------------------------------------------------------------------
     def _current(self, resource_type: str, rid: str) -> Stored | None:
-        t = resources.c
         visible = self.visible(resource_type)
         if visible:
             row = self._current_filtered(visible[0], resource_type, rid)
