@@ -134,8 +134,8 @@ class DicahPolicy:
         if principal.kind not in (Kind.SYSTEM, Kind.OPERATOR) and (
                 resource_type is None or resource_type in compartment_types()):
             rights = self._cached(principal.kind, principal.fhir_user, principal.profession,
-                                  principal.strong_auth, principal.access_mode, principal.patient, resource_type,
-                                  table is resources)
+                                  principal.strong_auth, principal.access_mode, principal.patient,
+                                  resource_type, table is resources)
         if scoped is None or rights is None:
             return rights if scoped is None else scoped
         return and_(scoped, rights)
