@@ -335,3 +335,83 @@ def test_a_binary_of_no_record_is_read_only_by_whoever_wrote_it(world: World) ->
     assert not world.sees(other, f"Binary/{rid}")
     assert not world.sees(alice, f"Binary/{rid}")
     assert world.fhir.get(f"Binary/{rid}").status_code == 200
+
+
+def test_a_patient_designates_the_treating_doctor_but_does_not_edit_the_identity(world: World) -> None:
+    alice = world.patient("alice")
+    gp = world.professional("gp", "10")
+    masked = world.document(alice, labels=("MASQUE_PS",))
+    with world.client(alice) as c:
+        mine = c.get(f"Patient/{alice.id}").json()
+        mine["generalPractitioner"] = [{"reference": gp.ref}]
+        r = c.put(f"Patient/{alice.id}", json=mine)
+        assert r.status_code == 200, r.text
+        assert world.sees(gp, f"DocumentReference/{masked}")
+        again = r.json()
+        again["birthDate"] = "1990-01-01"
+        r = c.put(f"Patient/{alice.id}", json=again)
+        assert r.status_code == 403 and "birthDate" in r.text, r.text
+
+
+def test_a_patient_masks_and_unmasks_a_document_from_professionals(world: World) -> None:
+    alice = world.patient("alice")
+    nurse = world.professional("nurse", "60")
+    world.care_team(alice, nurse)
+    doc = world.document(alice)
+    masq = {"coding": [{"system": "https://mos.esante.gouv.fr/NOS/TRE_A07-StatutVisibiliteDocument/FHIR/"
+                                  "TRE-A07-StatutVisibiliteDocument", "code": "MASQUE_PS"}]}
+    headers = {"Content-Type": "application/json-patch+json"}
+    with world.client(alice) as c:
+        r = c.patch(f"DocumentReference/{doc}", headers=headers,
+                    json=[{"op": "replace", "path": "/securityLabel", "value": [NORMAL, masq]}])
+        assert r.status_code == 200, r.text
+        masked = r.json()["id"]
+        assert not world.sees(nurse, f"DocumentReference/{masked}")
+        assert world.search(nurse, f"DocumentReference?patient={alice.id}&status=current") == []
+        r = c.patch(f"DocumentReference/{masked}", headers=headers,
+                    json=[{"op": "replace", "path": "/securityLabel", "value": [NORMAL]}])
+        assert r.status_code == 200, r.text
+        assert world.sees(nurse, f"DocumentReference/{r.json()['id']}")
+        invisible = dict(masq, coding=[dict(masq["coding"][0], code="INVISIBLE_REPRESENTANTS_LEGAUX")])
+        r = c.patch(f"DocumentReference/{r.json()['id']}", headers=headers,
+                    json=[{"op": "replace", "path": "/securityLabel", "value": [NORMAL, invisible]}])
+        assert r.status_code == 403, r.text
+
+
+def test_the_patient_and_a_representative_list_who_can_access_and_why(world: World) -> None:
+    parent = world.patient("parent")
+    child = world.minor("child", parent)
+    gp, nurse, blocked = (world.professional("gp", "10"), world.professional("nurse", "60"),
+                          world.professional("blocked", "10"))
+    world.treating(child, gp)
+    world.care_team(child, nurse)
+    world.block(child, blocked)
+    for who in (child, parent):
+        with world.client(who) as c:
+            r = c.get(f"Patient/{child.id}/$access")
+        assert r.status_code == 200, r.text
+        actors = {next(p["valueReference"]["reference"] for p in a["part"] if p["name"] == "who"):
+                  next(p["valueCode"] for p in a["part"] if p["name"] == "rights")
+                  for a in r.json()["parameter"] if a["name"] == "actor"}
+        assert actors == {gp.ref: "full", nurse.ref: "read", blocked.ref: "blocked",
+                          parent.ref: "representative"}
+    with world.client(gp) as c:  # a professional, even the médecin traitant: as if absent
+        assert c.get(f"Patient/{child.id}/$access").status_code == 404
+
+
+def test_regulation_access_is_for_a_centre_15_regulating_doctor(world: World) -> None:
+    alice = world.patient("alice")
+    regulator, plain = world.professional("samu", "10"), world.professional("plain", "10")
+    doc = world.document(alice)
+    body = {"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "Appel au 15"}]}
+    with world.client(plain) as c:
+        assert c.post(f"Patient/{alice.id}/$regulation-access", json=body).status_code == 403
+    token = world.issuer.issue(dataclasses.replace(world.principal(regulator), roles=frozenset({"centre15"})))
+    with httpx.Client(base_url=world.fhir.base + "/", headers={"Authorization": f"Bearer {token}"}) as c:
+        r = c.post(f"Patient/{alice.id}/$regulation-access", json=body)
+        assert r.status_code == 200, r.text
+        bound = next(p["valueString"] for p in r.json()["parameter"] if p["name"] == "access_token")
+    with httpx.Client(base_url=world.fhir.base + "/", headers={"Authorization": f"Bearer {bound}"}) as c:
+        assert c.get(f"DocumentReference/{doc}").status_code == 200
+        assert c.post("Observation", json={"resourceType": "Observation", "status": "final", "code": {
+            "text": "x"}, "subject": {"reference": f"Patient/{alice.id}"}}).status_code == 403  # read only

@@ -397,17 +397,18 @@ class Repository:
                 f"{cur.version if cur else 'none'}")
         interaction = "create" if cur is None else "update"
         self.policy.check_write(self.principal, interaction, resource_type)
+        stored_before: dict[str, Any] | None = None
         if resource_type in self.hooks:
-            previous = jsonio.loads(cur.content) if cur is not None and cur.content else None
+            stored_before = jsonio.loads(cur.content) if cur is not None and cur.content else None
             for hook in self.hooks[resource_type]:
-                hook(self, resource, previous)
+                hook(self, resource, stored_before)
         when = now_us()
         version = 1 if cur is None else cur.version + 1
         content = self._stamp(resource, rid, version, when)
         patient = self._write_index(resource, replace=cur is not None)
         previous = None if cur is None else {
             "patient_id": cur.patient_id, "doc_type": cur.doc_type, "visibility": cur.visibility,
-            "author": cur.author}
+            "author": cur.author, "resource": stored_before}
         attrs, patient = self._attributes(resource, previous, patient)
         if cur is None:
             self._insert_new(resource_type, rid, when, patient, content, attrs)

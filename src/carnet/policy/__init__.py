@@ -32,7 +32,9 @@ class Policy(Protocol):
                     attributes: dict[str, Any]) -> None:
         """After a write (``resource`` None for a delete), in its transaction: raise to refuse what
         was written; keep what the policy derives from it up to date. ``previous`` holds the stored
-        row's access attributes before the write (None for a creation); ``attributes`` the new ones."""
+        row's access attributes before the write (None for a creation), and under ``resource`` the
+        stored resource when the write path read it (types with write hooks); ``attributes`` the
+        new attributes."""
 
 
 def scope_allows(principal: Principal, resource_type: str, letter: str) -> bool:

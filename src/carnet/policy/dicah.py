@@ -48,6 +48,8 @@ PATIENT_ONLY = frozenset({"Consent"})  # what a record's professionals never rea
 PATIENT_MANAGED = frozenset({"Consent", "CareTeam", "RelatedPerson"})
 # what a patient principal may write in their record (or a represented minor's)
 PATIENT_WRITABLE = frozenset({"Consent", "DocumentReference", "Binary", "List", "Patient", "RelatedPerson"})
+# what a patient may change in their own Patient (the identity is the hospital's and INSi's)
+PATIENT_EDITABLE = frozenset({"generalPractitioner", "telecom", "address", "contact", "communication"})
 PATIENT_DOCUMENT_CLASS = "90"  # "Autres documents déposés par le patient"
 
 
@@ -279,8 +281,19 @@ class DicahPolicy:
                 raise Forbidden(_t("Un patient ne supprime que ses consentements et représentants",
                                    "a patient deletes only their consents and representatives"))
             return
-        if resource_type == "Patient" and previous is None:
-            raise Forbidden(_t("Un patient ne crée pas de dossier", "a patient does not create records"))
+        if resource_type == "Patient":
+            if previous is None:
+                raise Forbidden(_t("Un patient ne crée pas de dossier", "a patient does not create records"))
+            before = previous.get("resource")
+            if before is not None:
+                changed = {k for k in set(before) | set(resource)
+                           if k not in ("meta", "text") and before.get(k) != resource.get(k)}
+                if changed - PATIENT_EDITABLE:
+                    raise Forbidden(_t(
+                        "Un patient modifie dans son dossier le médecin traitant, ses coordonnées et ses "
+                        f"contacts, pas {', '.join(sorted(changed - PATIENT_EDITABLE))}",
+                        "a patient changes their médecin traitant, contact details and contacts, not "
+                        f"{', '.join(sorted(changed - PATIENT_EDITABLE))}"))
         bits = Visibility(attributes.get("visibility") or 0)
         if resource_type == "DocumentReference":
             if bits & (Visibility.INVISIBLE_PATIENT | Visibility.INVISIBLE_REPRESENTANTS_LEGAUX):
