@@ -86,13 +86,14 @@ def compartment_types() -> frozenset[str]:
 
 
 def _holds(c: Any, actor: str | None, levels: tuple[Level, ...]) -> ColumnElement[bool]:
-    """The row's record grants ``actor`` one of ``levels``: one primary-key probe per row, correlated
-    (an ``IN (subquery)`` would list all of a professional's records for every query)."""
+    """The row's record grants ``actor`` one of ``levels``: one primary-key probe per row. A scalar
+    subquery on the key (actor, patient): an ``IN (subquery)`` — or an ``EXISTS``, which PostgreSQL
+    turns into a hashed subplan — would read all of a professional's records for every query."""
     a = access_rights.c
     low, high = int(min(levels)), int(max(levels))
     assert high - low + 1 == len(levels), "levels must be contiguous"
-    level = a.level == low if low == high else a.level.between(low, high)  # no expanding IN to render
-    return exists(select(a.level).where(a.actor == actor, a.patient_id == c.patient_id, level))
+    level = select(a.level).where(a.actor == actor, a.patient_id == c.patient_id).scalar_subquery()
+    return level == low if low == high else level.between(low, high)  # no expanding IN to render
 
 
 def _t(fr: str, en: str) -> str:
@@ -193,13 +194,25 @@ class DicahPolicy:
                 habilitated = true()
             elif allowed:
                 h = habilitation_types.c
-                habilitated = or_(docs, exists(select(h.doc_type).where(
-                    h.profession == principal.profession, h.doc_type == c.doc_type)))
+                habilitated = or_(docs, select(h.doc_type).where(  # a key probe, as in _holds
+                    h.profession == principal.profession, h.doc_type == c.doc_type
+                ).scalar_subquery().is_not(None))
             else:
                 habilitated = docs
-            unmasked = or_(c.visibility.op("&")(int(Visibility.MASQUE_PS)) == 0, c.author == me,
-                           _holds(c, me, (Level.FULL,)))
-            conditions += [habilitated, unmasked]
+            emergency = principal.access_mode != AccessMode.NORMAL and principal.patient
+            if resource_type is not None and not emergency and principal.strong_auth:
+                # one key probe answers both consent and the mask: FULL rights, or READ rights on an
+                # unmasked document or one of the caller's own (planned once, not twice)
+                a = access_rights.c
+                unmasked_or_mine = or_(c.visibility.op("&")(int(Visibility.MASQUE_PS)) == 0, c.author == me)
+                conditions = [select(a.level).where(
+                    a.actor == me, a.patient_id == c.patient_id,
+                    or_(a.level == int(Level.FULL), and_(a.level == int(Level.READ), unmasked_or_mine)),
+                ).scalar_subquery().is_not(None), habilitated]
+            else:
+                unmasked = or_(c.visibility.op("&")(int(Visibility.MASQUE_PS)) == 0, c.author == me,
+                               _holds(c, me, (Level.FULL,)))
+                conditions += [habilitated, unmasked]
         return or_(shared, and_(*conditions))
 
     @staticmethod
