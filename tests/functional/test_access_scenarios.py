@@ -415,3 +415,28 @@ def test_regulation_access_is_for_a_centre_15_regulating_doctor(world: World) ->
         assert c.get(f"DocumentReference/{doc}").status_code == 200
         assert c.post("Observation", json={"resourceType": "Observation", "status": "final", "code": {
             "text": "x"}, "subject": {"reference": f"Patient/{alice.id}"}}).status_code == 403  # read only
+
+
+def test_a_submission_set_does_not_show_the_masked_documents_it_published(world: World) -> None:
+    alice = world.patient("alice")
+    nurse = world.professional("nurse", "60")
+    world.care_team(alice, nurse)
+    masked = world.document(alice, labels=("MASQUE_PS",))
+    plain = world.document(alice)
+
+    def items(bundle: dict[str, object]) -> set[str]:
+        out = set()
+        for e in bundle.get("entry", []):  # type: ignore[union-attr]
+            for item in e["resource"].get("entry", []):
+                out.add(item["item"]["reference"].split("/")[-1])
+        return out
+
+    query = f"List?patient={alice.id}&code=https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes|submissionset"
+    every = world.fhir.get(query).json()
+    assert {masked, plain} <= items(every)
+    with world.client(nurse) as c:
+        seen = c.get(query).json()
+        assert plain in items(seen) and masked not in items(seen)
+        for e in seen["entry"]:
+            one = c.get(f"List/{e['resource']['id']}").json()
+            assert masked not in items({"entry": [{"resource": one}]})

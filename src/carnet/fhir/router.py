@@ -482,7 +482,8 @@ class FhirRouter:
         if total is not None:
             bundle["total"] = total
         bundle["link"] = self._links(rtype, query, sreq, has_next)
-        matches = [Stored(rtype, r.res_id, r.version, r.last_updated, False, r.content) for r in rows]
+        matches = repo.present([Stored(rtype, r.res_id, r.version, r.last_updated, False, r.content)
+                                for r in rows])
         entries = [self._entry(s, "match", sreq) for s in matches]
         included = self._includes(repo, matches, sreq.includes)
         entries.extend(self._entry(s, "include", sreq) for s in included)
@@ -553,7 +554,7 @@ class FhirRouter:
             out.extend(found)
             frontier = found
             depth += 1
-        return out
+        return repo.present(out)
 
     def _include_keys(self, repo: Repository, frontier: list[Stored], inc: Include) -> list[tuple[str, str]]:
         t = idx_reference.c

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, bindparam, delete, insert, select, update
@@ -135,6 +135,39 @@ class Repository:
         extra = self.policy.read_filter(self.principal, resource_type, table)
         return [extra] if extra is not None else []
 
+    def present(self, found: list[Stored]) -> list[Stored]:
+        """What the caller is shown of resources it may read: a List (a SubmissionSet, a Folder)
+        loses the entries that point at what the caller may not read, so that a masked
+        document's id does not show through the list that published it."""
+        if not any(s.resource_type == "List" and s.content for s in found):
+            return found
+        if self.policy.read_filter(self.principal, "DocumentReference", resources) is None:
+            return found
+        out = []
+        for s in found:
+            if s.resource_type != "List" or not s.content:
+                out.append(s)
+                continue
+            resource = s.resource()
+            entries = [e for e in resource.get("entry") or [] if isinstance(e, dict)]
+            targets = [ref.split("/")[-2:] for e in entries
+                       if isinstance(ref := (e.get("item") or {}).get("reference"), str) and "/" in ref]
+            keys = [(t[0], t[1]) for t in targets if len(t) == 2]
+            seen = {(x.resource_type, x.id) for x in self.read_many(keys)}
+            wanted = set(keys)
+            kept = [e for e in entries if not (isinstance(ref := (e.get("item") or {}).get("reference"), str)
+                                                and tuple(ref.split("/")[-2:]) in wanted
+                                                and tuple(ref.split("/")[-2:]) not in seen)]
+            if len(kept) == len(entries):
+                out.append(s)
+                continue
+            if kept:
+                resource["entry"] = kept
+            else:  # no "withheld" reason: that would say something is there
+                resource.pop("entry", None)
+            out.append(replace(s, content=jsonio.dumps(resource)))
+        return out
+
     def _record(self, interaction: str, resource_type: str | None, ids: tuple[str, ...] = (),
                 outcome: int = 0, query: str | None = None) -> None:
         self.audit.record(self.conn, self.principal,
@@ -183,7 +216,7 @@ class Repository:
         if cur.deleted:
             raise Gone(f"{resource_type}/{rid} was deleted")
         self._record("read", resource_type, (rid,))
-        return cur
+        return self.present([cur])[0]
 
     def vread(self, resource_type: str, rid: str, version: int) -> Stored:
         check_type(resource_type)
@@ -198,7 +231,8 @@ class Repository:
         if row.content is None:
             raise Gone(f"{resource_type}/{rid} version {version} is a deletion")
         self._record("vread", resource_type, (rid,))
-        return Stored(resource_type, rid, row.version, row.last_updated, False, row.content)
+        version = Stored(resource_type, rid, row.version, row.last_updated, False, row.content)
+        return self.present([version])[0]
 
     def read_many(self, keys: list[tuple[str, str]]) -> list[Stored]:
         """Current, non-deleted, visible resources for (type, id) pairs, in the order given."""
@@ -506,4 +540,4 @@ class Repository:
         self._record("history", resource_type, (rid,) if rid else ())
         out = [Stored(r.res_type, r.res_id, r.version, r.last_updated, r.method == "DELETE", r.content,
                       r.method) for r in rows[:count]]
-        return out, len(rows)
+        return self.present(out), len(rows)
