@@ -125,6 +125,10 @@ class Lifecycle:
         assert rid is not None
         current = repo.read("DocumentReference", rid)
         resource = current.resource()
+        who = repo.principal
+        if who.kind == Kind.PRACTITIONER and not _may_delete(repo, resource):
+            raise Forbidden(_t("Seul l'auteur d'un document en change le statut ou les métadonnées",
+                               "Only a document's author changes its status or metadata"))
         body = req.body if not isinstance(req.body, bytes | str) else jsonio.loads(req.body or b"")
         if isinstance(body, dict) and body.get("resourceType") == "Parameters":
             patched = _fhirpath_patch(resource, body)
@@ -177,6 +181,9 @@ class Lifecycle:
         if not changed:
             return self.router.resource_response(current, 200, prefer)
         if "status" in changed:
+            if who.kind == Kind.PATIENT and not _may_delete(repo, resource):
+                raise Forbidden(_t("Un patient masque ou démasque un document ; il n'en change pas le statut",
+                                   "A patient masks or unmasks a document; they do not change its status"))
             _check_transition(resource.get("status"), patched.get("status"))
         if changed == {"status"}:
             stored, _ = repo.update(
@@ -202,6 +209,12 @@ class Lifecycle:
         superseded = dict(resource)
         superseded["status"] = "superseded"
         repo.update("DocumentReference", rid, superseded, if_match=current.version, method="PATCH")
+        # the earlier entry is read under the new labels: masking a document masks its history
+        attrs = repo.attributes_of("DocumentReference", new_rid)
+        if attrs is not None:
+            repo.conn.execute(update(resources).where(
+                resources.c.res_type == "DocumentReference", resources.c.res_id == rid).values(
+                visibility=attrs["visibility"]))
         t = document_unique_ids.c
         repo.conn.execute(
             update(document_unique_ids).where(t.kind == "document", t.res_id == rid).values(res_id=new_rid)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from carnet.auth.principal import Principal
+from carnet.auth.principal import Kind, Principal
 from carnet.blobs import BlobRef, EncryptedBlobStore
 from carnet.config import Mode, Settings
 from carnet.db.tables import document_contents, document_unique_ids
@@ -147,6 +147,13 @@ def _unique_id(identifier: Any) -> str | None:
         return None
     value = identifier["value"].strip()
     return value or None
+
+
+def _lookup(repo: Repository) -> Repository:
+    """Where a publication finds its patient: a professional feeds a record they may not read
+    (blocking governs reading, not feeding); a patient publishes only into the records they read,
+    so that another person's record answers exactly like no record."""
+    return repo if repo.principal.kind == Kind.PATIENT else repo.as_system()
 
 
 class DocumentService:
@@ -551,7 +558,7 @@ class DocumentService:
                 )
             system = str(ident.get("system", "")).strip()
             found = router.match(
-                repo.as_system(),  # feeding a record does not need the right to read it
+                _lookup(repo),  # feeding a record does not need the right to read it
                 "Patient",
                 f"identifier={system}|{ident['value']}" if system else f"identifier={ident['value']}",
             )
@@ -577,7 +584,7 @@ class DocumentService:
                 return target.split("/")[-1]
             condition = e["request"].get("ifNoneExist")
             if condition:
-                found = router.match(repo.as_system(), "Patient", condition)
+                found = router.match(_lookup(repo), "Patient", condition)
                 if len(found) == 1:
                     return found[0].id
             return plan.preassigned.setdefault(j, new_id())
@@ -590,7 +597,7 @@ class DocumentService:
             )
         if "?" in ref:
             rtype, _, query = ref.partition("?")
-            found = router.match(repo.as_system(), rtype, query) if rtype == "Patient" else []
+            found = router.match(_lookup(repo), rtype, query) if rtype == "Patient" else []
             if len(found) != 1:
                 raise _problem(
                     f"La référence {ref} ne désigne pas un patient unique",
@@ -635,7 +642,7 @@ class DocumentService:
             ):
                 return dict(res)
         try:  # feeding a record does not need the right to read it
-            return repo.as_system().read("Patient", pid).resource()
+            return _lookup(repo).read("Patient", pid).resource()
         except CarnetError:
             raise _problem(
                 f"Le patient Patient/{pid} est inconnu",
@@ -954,7 +961,7 @@ class DocumentService:
         location = entry["response"].get("location", "")
         parts = location.split("/")
         # the publisher gets back what it published, whether or not it may read the record
-        cur = repo.as_system()._current("DocumentReference", parts[1]) if len(parts) >= 2 else None
+        cur = _lookup(repo)._current("DocumentReference", parts[1]) if len(parts) >= 2 else None
         if cur is None:
             raise NotFound("the published document cannot be read back")
         resp = router.resource_response(

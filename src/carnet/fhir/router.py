@@ -422,6 +422,20 @@ class FhirRouter:
         found = self.match(repo, rtype, condition)
         if len(found) > 1:
             raise PreconditionFailed(f"the criteria '{condition}' match {len(found)} resources")
+        # Once the criteria name an instance, the instance's own interaction runs: a type whose
+        # writes a domain governs (documents) is governed the same way whichever the URL.
+        def instance(method: str, rid: str, body: Any) -> FhirResponse:
+            sub = replace(req, method=method, path=f"{rtype}/{rid}", query=[], body=body)
+            handler = self.interactions.get((method, rtype, True))
+            if handler is not None:
+                return handler(repo, sub, rid)
+            if method == "PUT":
+                return self.update(repo, rtype, rid, sub)
+            if method == "PATCH":
+                return self.patch(repo, rtype, rid, sub)
+            repo.delete(rtype, rid)
+            return FhirResponse(204)
+
         if req.method == "PUT":
             resource = self._body(req)
             if found:
@@ -430,20 +444,20 @@ class FhirRouter:
                     raise Invalid(f"the body's id differs from the matched resource {rtype}/{rid}")
                 if isinstance(resource, dict):
                     resource["id"] = rid
-                return self.update(repo, rtype, rid, FhirRequest("PUT", f"{rtype}/{rid}", [],
-                                                                 req.headers, resource))
+                return instance("PUT", rid, resource)
             if isinstance(resource, dict) and resource.get("id"):
-                return self.update(repo, rtype, resource["id"],
-                                   FhirRequest("PUT", "", [], req.headers, resource))
-            return self.create(repo, rtype, FhirRequest("POST", rtype, [], {
-                k: v for k, v in req.headers.items() if k != "if-none-exist"}, resource))
+                return instance("PUT", str(resource["id"]), resource)
+            create = FhirRequest("POST", rtype, [], {
+                k: v for k, v in req.headers.items() if k != "if-none-exist"}, resource)
+            handler = self.interactions.get(("POST", rtype, False))
+            return handler(repo, create, None) if handler is not None else self.create(repo, rtype, create)
         if req.method == "DELETE":
             for stored in found:
-                repo.delete(rtype, stored.id)
+                instance("DELETE", stored.id, None)
             return FhirResponse(204)
         if not found:
             raise NotFound(f"no {rtype} matches '{condition}'")
-        return self.patch(repo, rtype, found[0].id, req)
+        return instance("PATCH", found[0].id, req.body)
 
     def match(self, repo: Repository, rtype: str, condition: str) -> list[Stored]:
         """Resources of a type matching search criteria (for conditional interactions)."""

@@ -231,8 +231,8 @@ class Repository:
         if row.content is None:
             raise Gone(f"{resource_type}/{rid} version {version} is a deletion")
         self._record("vread", resource_type, (rid,))
-        version = Stored(resource_type, rid, row.version, row.last_updated, False, row.content)
-        return self.present([version])[0]
+        found = Stored(resource_type, rid, row.version, row.last_updated, False, row.content)
+        return self.present([found])[0]
 
     def read_many(self, keys: list[tuple[str, str]]) -> list[Stored]:
         """Current, non-deleted, visible resources for (type, id) pairs, in the order given."""
@@ -370,6 +370,8 @@ class Repository:
         rtype = resource["resourceType"]
         if rtype == "DocumentReference":
             return document_attributes(resource, self.principal, previous), patient
+        if rtype == "Bundle" and patient is None:  # a stored Bundle of no record: its creator's
+            return {**NO_ATTRIBUTES, "author": self.principal.fhir_user}, patient
         if rtype != "Binary":
             return NO_ATTRIBUTES, patient
         target = security_context(resource)
@@ -430,7 +432,7 @@ class Repository:
                 f"If-Match names version {if_match}, the current version is "
                 f"{cur.version if cur else 'none'}")
         interaction = "create" if cur is None else "update"
-        self.policy.check_write(self.principal, interaction, resource_type)
+        self.policy.check_write(self.principal, "create-with-id" if cur is None else "update", resource_type)
         stored_before: dict[str, Any] | None = None
         if resource_type in self.hooks:
             stored_before = jsonio.loads(cur.content) if cur is not None and cur.content else None

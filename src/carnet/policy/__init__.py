@@ -58,7 +58,8 @@ class OpenPolicy:
         return None
 
     def check_write(self, principal: Principal, interaction: str, resource_type: str) -> None:
-        letter = {"create": "c", "update": "u", "patch": "u", "delete": "d"}.get(interaction, "u")
+        letter = {"create": "c", "create-with-id": "c", "update": "u", "patch": "u",
+                  "delete": "d"}.get(interaction, "u")
         if not scope_allows(principal, resource_type, letter):
             raise Forbidden(f"the token's scopes do not allow {interaction} on {resource_type}")
 

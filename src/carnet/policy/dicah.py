@@ -50,7 +50,13 @@ PATIENT_MANAGED = frozenset({"Consent", "CareTeam", "RelatedPerson"})
 PATIENT_WRITABLE = frozenset({"Consent", "DocumentReference", "Binary", "List", "Patient", "RelatedPerson"})
 # what a patient may change in their own Patient (the identity is the hospital's and INSi's)
 PATIENT_EDITABLE = frozenset({"generalPractitioner", "telecom", "address", "contact", "communication"})
-PATIENT_DOCUMENT_CLASS = "90"  # "Autres documents déposés par le patient"
+PATIENT_DOCUMENT_CLASS = "90"
+DIRECTORY = frozenset({"Practitioner", "PractitionerRole", "Organization", "Location", "HealthcareService",
+                       "Endpoint"})
+# what a professional may not change in a Patient: who may read the record and whether it is open
+PATIENT_RIGHTS_FIELDS = frozenset({"generalPractitioner", "active", "link"})
+# resources of no record that only their creator (and system clients) read
+CREATOR_ONLY = frozenset({"Binary", "Bundle"})  # "Autres documents déposés par le patient"
 
 
 @lru_cache(maxsize=1024)
@@ -135,7 +141,8 @@ class DicahPolicy:
                 scoped = table.c.res_type.in_(sorted(types)) if types else false()
         rights: ColumnElement[bool] | None = None
         if principal.kind not in (Kind.SYSTEM, Kind.OPERATOR) and (
-                resource_type is None or resource_type in compartment_types()):
+                resource_type is None or resource_type in compartment_types()
+                or resource_type in CREATOR_ONLY):
             rights = self._cached(principal.kind, principal.fhir_user, principal.profession,
                                   principal.strong_auth, principal.access_mode, principal.patient,
                                   resource_type, table is resources)
@@ -161,10 +168,11 @@ class DicahPolicy:
         c = r.c
         # directory and other resources of no record; a Binary of no record only for its creator
         shared = c.patient_id.is_(None)
-        if resource_type == "Binary":
+        if resource_type in CREATOR_ONLY:
             shared = and_(shared, c.author == principal.fhir_user)
         elif resource_type is None:
-            shared = and_(shared, or_(c.res_type != "Binary", c.author == principal.fhir_user))
+            shared = and_(shared, or_(c.res_type.not_in(sorted(CREATOR_ONLY)),
+                                      c.author == principal.fhir_user))
         if principal.kind == Kind.PATIENT:
             me = principal.resource_id
             if me is None:
@@ -227,7 +235,8 @@ class DicahPolicy:
 
     # -- writes -----------------------------------------------------------------------------
     def check_write(self, principal: Principal, interaction: str, resource_type: str) -> None:
-        letter = {"create": "c", "update": "u", "patch": "u", "delete": "d"}.get(interaction, "u")
+        letter = {"create": "c", "create-with-id": "c", "update": "u", "patch": "u",
+                  "delete": "d"}.get(interaction, "u")
         if not scope_allows(principal, resource_type, letter):
             raise Forbidden(_t(f"Les droits du jeton ne permettent pas {interaction} sur {resource_type}",
                                f"the token's scopes do not allow {interaction} on {resource_type}"))
@@ -241,6 +250,17 @@ class DicahPolicy:
         if principal.kind == Kind.PATIENT and resource_type not in PATIENT_WRITABLE:
             raise Forbidden(_t(f"Un patient n'écrit pas de {resource_type}",
                                f"a patient does not write {resource_type} resources"))
+        if principal.kind in (Kind.PATIENT, Kind.PRACTITIONER):
+            if resource_type in DIRECTORY:  # rights derive from it (PractitionerRole.practitioner)
+                raise Forbidden(_t(f"L'annuaire ({resource_type}) est tenu par l'exploitant",
+                                   f"the directory ({resource_type}) is kept by the operator"))
+            if interaction == "create-with-id":  # hidden and absent ids must answer alike
+                raise Forbidden(_t("Créer une ressource sous un identifiant choisi est réservé aux clients "
+                                   "système ; utilisez POST",
+                                   "creating a resource under a chosen id is for system clients; use POST"))
+            if interaction == "delete" and resource_type == "Patient":
+                raise Forbidden(_t("Un dossier ne se supprime pas par un professionnel ni un patient",
+                                   "a record is not deleted by a professional or a patient"))
 
     def after_write(self, repo: Repository, resource_type: str, resource: dict[str, Any] | None,
                     patient_id: str | None, previous: dict[str, Any] | None,
@@ -250,6 +270,12 @@ class DicahPolicy:
         principal = repo.principal
         if principal.kind == Kind.PATIENT:
             self._check_patient_write(repo, resource_type, resource, patient_id, previous, attributes)
+        if principal.kind == Kind.PRACTITIONER and resource_type == "Patient" and resource is not None:
+            before = (previous or {}).get("resource") or {}
+            changed = {k for k in PATIENT_RIGHTS_FIELDS if before.get(k) != resource.get(k)}
+            if previous is not None and changed:
+                raise Forbidden(_t(f"Seul le patient change {', '.join(sorted(changed))} de son dossier",
+                                   f"only the patient changes {', '.join(sorted(changed))} in their record"))
         if resource_type == "DocumentReference" and resource is not None:
             self._check_visibility(principal, resource, previous, attributes)
         if resource_type in SOURCES and patient_id is not None:
