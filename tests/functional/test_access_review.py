@@ -386,7 +386,7 @@ def test_a_professional_cannot_write_consents_or_care_teams_by_any_route(world: 
                 assert [e["response"]["status"][:3] for e in r.json()["entry"]] == ["403"] * 4, r.text
         assert c.put(f"CareTeam?subject={alice.id}", json=team).status_code == 403
         assert c.put("CareTeam/team-by-doctor", json={**team, "id": "team-by-doctor"}).status_code == 403
-        assert c.delete(f"CareTeam?subject={alice.id}").status_code in (204, 403)
+        assert c.delete(f"CareTeam?subject={alice.id}").status_code == 403
     assert not world.fhir.get("Consent", params={"patient": alice.id}).json().get("entry")
     assert len(world.fhir.get("CareTeam", params={"subject": alice.id}).json()["entry"]) == 1
 
@@ -448,7 +448,7 @@ def test_chaining_through_a_submission_set_reveals_nothing_of_a_masked_document(
     world.care_team(alice, nurse)
     masked = world.document(alice, LAB_REPORT, labels=("MASQUE_PS",))
     ss = _submission_set_of(world, masked)
-    assert world.sees(nurse, f"List/{ss}")  # the known limit: the List names the masked entry
+    assert world.sees(nurse, f"List/{ss}")  # the SubmissionSet itself is readable
     probes = [f"List?_id={ss}&item:DocumentReference.type={LAB_REPORT}",
               f"List?_id={ss}&item:DocumentReference.security-label=MASQUE_PS",
               f"List?patient={alice.id}&item:DocumentReference.type={PRESCRIPTION}"]
@@ -802,3 +802,97 @@ def test_writing_a_hidden_documents_content_answers_like_writing_an_absent_binar
         taken = c.put(f"Binary/{binary}", json={**body, "id": binary}).status_code
     assert hidden == absent, (hidden, absent)
     assert taken != 405
+
+
+def test_reverse_includes_from_the_shared_directory_reach_no_record(world: World) -> None:
+    alice = world.patient("alice")
+    gp, outsider = world.professional("gp", "10"), world.professional("outsider", "10")
+    world.treating(alice, gp)
+    world.document(alice, author=gp)
+    world.care_team(alice, gp)
+    with world.client(outsider) as c:
+        bundle = c.get("Practitioner", params={
+            "_id": gp.id, "_revinclude": ["Patient:general-practitioner", "DocumentReference:author",
+                                          "CareTeam:participant"],
+            "_revinclude:iterate": "DocumentReference:subject"}).json()
+    assert _ids(bundle) == {gp.id}
+    with world.client(gp) as c:  # the treating doctor reaches them
+        bundle = c.get("Practitioner", params={"_id": gp.id, "_revinclude": "Patient:general-practitioner"})
+        assert alice.id in _ids(bundle.json())
+
+
+def test_a_patients_system_history_holds_only_what_they_read(world: World) -> None:
+    alice, bob = world.patient("alice"), world.patient("bob")
+    shown = world.document(alice)
+    invisible = world.document(alice, labels=("INVISIBLE_PATIENT",))
+    theirs = world.document(bob)
+    hidden = {invisible, _binary_of(world, invisible), theirs, _binary_of(world, theirs), bob.id}
+    with world.client(alice) as c:
+        history = c.get("_history", params={"_count": "500"}).json()
+        ids = {e["fullUrl"].rsplit("/", 1)[1] for e in history.get("entry", [])}
+        assert shown in ids and _binary_of(world, shown) in ids and alice.id in ids
+        assert not ids & hidden
+        typed = c.get("DocumentReference/_history", params={"_count": "500"}).json()
+        assert {e["fullUrl"].rsplit("/", 1)[1] for e in typed.get("entry", [])} == {shown}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "hiding a document from representatives after publication leaves the superseded entry unhidden "
+    "(Lifecycle.patch keeps its old attributes): the parent still finds it, its type and content link"))
+def test_hiding_a_document_from_representatives_hides_its_earlier_entry_too(world: World) -> None:
+    parent = world.patient("parent")
+    child = world.minor("child", parent)
+    doc = world.document(child)
+    r = world.fhir.patch(f"DocumentReference/{doc}", headers=JSON_PATCH, json=[
+        {"op": "replace", "path": "/securityLabel", "value": [NORMAL, _label("INVISIBLE_REPRESENTANTS_LEGAUX")]}])
+    assert r.status_code == 200, r.text
+    assert not world.sees(parent, f"DocumentReference/{r.json()['id']}")
+    assert world.search(parent, f"DocumentReference?patient={child.id}") == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "lifecycle._may_delete matches an author reference against the caller's national id, not their "
+    "Practitioner resource: the author of a document authored by reference is refused its deletion"))
+def test_the_author_of_a_document_deletes_it(world: World) -> None:
+    alice = world.patient("alice")
+    author = world.professional("author", "10")
+    world.care_team(alice, author)
+    doc = world.document(alice, author=author)
+    with world.client(author) as c:
+        r = c.delete(f"DocumentReference/{doc}")
+    assert r.status_code == 204, r.text
+    assert world.fhir.get(f"DocumentReference/{doc}").status_code == 410
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "earlier entries of a document keep their own labels (Lifecycle.patch relabels at most the entry it "
+    "replaces): after mask, unmask and mask again, an unmasked earlier entry still shows the document"))
+def test_masking_a_document_again_hides_every_earlier_entry(world: World) -> None:
+    alice = world.patient("alice")
+    nurse = world.professional("nurse", "60")
+    world.care_team(alice, nurse)
+    current = world.document(alice)
+    with world.client(alice) as c:
+        for labels in ([NORMAL, _label("MASQUE_PS")], [NORMAL], [NORMAL, _label("MASQUE_PS")]):
+            r = c.patch(f"DocumentReference/{current}", headers=JSON_PATCH,
+                        json=[{"op": "replace", "path": "/securityLabel", "value": labels}])
+            assert r.status_code == 200, r.text
+            current = r.json()["id"]
+    assert world.search(nurse, f"DocumentReference?patient={alice.id}") == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a Group whose members are patients belongs to no record (patient_of and compartment_types know only "
+    "patient/subject/beneficiary, not Group.member): every caller, other patients included, reads it"))
+def test_a_group_naming_a_patient_is_not_shared_with_everyone(world: World) -> None:
+    alice, bob = world.patient("alice"), world.patient("bob")
+    doctor, outsider = world.professional("doctor", "10"), world.professional("outsider", "10")
+    world.care_team(alice, doctor)
+    with world.client(doctor) as c:
+        r = c.post("Group", json={"resourceType": "Group", "type": "person", "actual": True,
+                                  "name": "File active du service", "member": [
+                                      {"entity": {"reference": f"Patient/{alice.id}"}}]})
+        assert r.status_code == 201, r.text
+        group = r.json()["id"]
+    assert world.search(outsider, f"Group?member={alice.id}") == []
+    assert not world.sees(bob, f"Group/{group}")
