@@ -2,9 +2,9 @@
 databases: can a caller see or infer what the rules hide (hidden must answer like absent), or write
 what they may not write?
 
-Passing tests are regressions of what holds. Tests marked ``xfail(strict=True)`` are open defects:
-each reason says what leaks or what is wrongly allowed; they start passing (and then fail as
-XPASS) when the defect is fixed, at which point the mark goes.
+Passing tests are regressions: of what held when reviewed, and of defects since fixed. Tests
+marked ``xfail(strict=True)`` are open defects: each reason says what leaks or what is wrongly
+allowed; once the defect is fixed they fail as XPASS, and the mark goes.
 """
 
 from __future__ import annotations
@@ -437,7 +437,7 @@ def test_includes_with_iterate_do_not_cross_into_a_hidden_record(world: World) -
 
 
 # ==============================================================================================
-# Open defects
+# Defects found by this review: xfail while open, plain regressions once fixed
 # ==============================================================================================
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -473,8 +473,6 @@ def test_chaining_through_a_submission_set_reveals_nothing_of_a_document_invisib
     assert right == wrong and counted == 0, (right, wrong, counted)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "PUT Type/{id} on an id that exists but is hidden answers 409 (Repository._insert_new), an absent id 201: existence of a hidden resource leaks"))
 def test_update_as_create_on_a_hidden_id_answers_like_on_an_absent_id(world: World) -> None:
     alice = world.patient("alice")
     outsider = world.professional("outsider", "10")
@@ -490,8 +488,6 @@ def test_update_as_create_on_a_hidden_id_answers_like_on_an_absent_id(world: Wor
     assert hidden_patient.status_code in (403, 404, absent.status_code), hidden_patient.text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DELETE DocumentReference?criteria goes through FhirRouter.conditional straight to Repository.delete, bypassing Lifecycle.delete: any reader deletes someone else's document"))
 def test_a_conditional_delete_of_a_document_is_reserved_to_its_author(world: World) -> None:
     alice = world.patient("alice")
     nurse, author = world.professional("nurse", "60"), world.professional("author", "10")
@@ -503,8 +499,6 @@ def test_a_conditional_delete_of_a_document_is_reserved_to_its_author(world: Wor
     assert world.fhir.get(f"DocumentReference/{doc}").status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "PATCH DocumentReference?criteria uses the generic JSON Patch (FhirRouter.conditional -> patch), bypassing Lifecycle.patch: a reader rewrites any element, even moves the document into another record"))
 def test_a_conditional_patch_cannot_rewrite_a_document_or_move_it_to_another_record(world: World) -> None:
     alice, bob = world.patient("alice"), world.patient("bob")
     nurse = world.professional("nurse", "60")
@@ -518,8 +512,6 @@ def test_a_conditional_patch_cannot_rewrite_a_document_or_move_it_to_another_rec
     assert world.search(bob, "DocumentReference") == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "PUT DocumentReference?criteria reaches FhirRouter.update/Repository.update, bypassing refuse_put and MHD publication: documents are replaced wholesale or forged without content checks"))
 def test_a_conditional_update_cannot_replace_or_create_a_document(world: World) -> None:
     alice = world.patient("alice")
     nurse = world.professional("nurse", "60")
@@ -536,8 +528,6 @@ def test_a_conditional_update_cannot_replace_or_create_a_document(world: World) 
     assert (replaced.status_code, made.status_code) == (405, 405), (replaced.text, made.text)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "masking (a metadata update) leaves the superseded entry with its old, unmasked attributes (Lifecycle.patch): professionals still find the document, its type, dates and content URL"))
 def test_masking_a_document_hides_its_earlier_entry_from_professionals(world: World) -> None:
     alice = world.patient("alice")
     nurse = world.professional("nurse", "60")
@@ -552,8 +542,6 @@ def test_masking_a_document_hides_its_earlier_entry_from_professionals(world: Wo
     assert world.search(nurse, f"DocumentReference?patient={alice.id}") == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Repository._sync_binaries gives a Binary already in the record the attributes of any current DocumentReference naming it (written here through a conditional PUT): a masked content is unmasked"))
 def test_a_new_entry_naming_a_masked_documents_content_does_not_unmask_it(world: World) -> None:
     alice = world.patient("alice")
     nurse = world.professional("nurse", "60")
@@ -572,8 +560,6 @@ def test_a_new_entry_naming_a_masked_documents_content_does_not_unmask_it(world:
     assert leaked.status_code == 404 and not leaked.content.startswith(PDF)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "professionals may update Patient (DicahPolicy.check_write): a care-team nurse sets generalPractitioner to themselves and gains FULL rights over masked documents"))
 def test_a_professional_cannot_make_themselves_the_treating_doctor(world: World) -> None:
     alice = world.patient("alice")
     nurse = world.professional("nurse", "60")
@@ -587,8 +573,6 @@ def test_a_professional_cannot_make_themselves_the_treating_doctor(world: World)
     assert not world.sees(nurse, f"DocumentReference/{masked}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "professionals may delete Patient (DicahPolicy.check_write): a care-team member closes the record for everyone (D fails) by a clinical action"))
 def test_a_professional_cannot_close_a_record_by_deleting_the_patient(world: World) -> None:
     alice = world.patient("alice")
     nurse, gp = world.professional("nurse", "60"), world.professional("gp", "10")
@@ -600,8 +584,6 @@ def test_a_professional_cannot_close_a_record_by_deleting_the_patient(world: Wor
     assert world.sees(gp, f"DocumentReference/{doc}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rights derive from PractitionerRole.practitioner (rights._practitioner_of), a directory resource any professional may rewrite: the intruder gains the treating doctor's rights at the next recompute"))
 def test_a_professional_cannot_take_over_the_practitioner_role_a_record_names(world: World) -> None:
     alice = world.patient("alice")
     gp, intruder = world.professional("gp", "10"), world.professional("intruder", "10")
@@ -621,8 +603,6 @@ def test_a_professional_cannot_take_over_the_practitioner_role_a_record_names(wo
     assert world.sees(gp, f"DocumentReference/{masked}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ITI-105/65 resolve the subject's INS as system (mhd._patient_id): a patient gets 403 for an INS that has a record and 422 'no single patient' for one that has none"))
 def test_publishing_for_someone_elses_ins_answers_a_patient_alike_whether_it_exists_or_not(
         world: World) -> None:
     alice, bob = world.patient("alice"), world.patient("bob")
@@ -635,8 +615,6 @@ def test_publishing_for_someone_elses_ins_answers_a_patient_alike_whether_it_exi
     assert answers[0].status_code == answers[1].status_code, [a.text for a in answers]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Lifecycle.patch checks no authorship: any professional who reads a document sets it entered-in-error (or relabels it), though only its author may delete it"))
 def test_a_reader_who_is_not_the_author_cannot_retire_or_relabel_a_document(world: World) -> None:
     alice = world.patient("alice")
     nurse, author = world.professional("nurse", "60"), world.professional("author", "10")
@@ -661,9 +639,6 @@ def test_searching_lists_by_a_hidden_item_answers_like_an_absent_item(world: Wor
     assert world.search(nurse, f"List?item=DocumentReference/{masked}") == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the CDA-against-metadata check (cda_checks.check_against_metadata, fed the Patient read as system by "
-    "DocumentService._patient) names the record's INS in its error: a patient learns another's INS"))
 def test_a_refused_cda_does_not_tell_a_patient_someone_elses_ins(world: World) -> None:
     alice, bob = world.patient("alice"), world.patient("bob")
     data = (FIXTURES / "cda-r2" / "BIO-TROD_2024.01_COVID-19.xml").read_bytes()
@@ -691,9 +666,6 @@ def test_an_operator_reads_no_clinical_content_by_default(world: World) -> None:
         assert c.get(f"Binary/{_binary_of(world, doc)}").status_code == 404
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a stored Bundle (a FHIR document about a patient) belongs to no record: compartment_types keeps only "
-    "types with a patient/subject/beneficiary parameter, so its row is shared with every caller"))
 def test_a_stored_document_bundle_about_a_patient_is_not_shared_with_everyone(world: World) -> None:
     alice, bob = world.patient("alice"), world.patient("bob")
     author, outsider = world.professional("author", "10"), world.professional("outsider", "10")
@@ -836,9 +808,6 @@ def test_a_patients_system_history_holds_only_what_they_read(world: World) -> No
         assert {e["fullUrl"].rsplit("/", 1)[1] for e in typed.get("entry", [])} == {shown}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "hiding a document from representatives after publication leaves the superseded entry unhidden "
-    "(Lifecycle.patch keeps its old attributes): the parent still finds it, its type and content link"))
 def test_hiding_a_document_from_representatives_hides_its_earlier_entry_too(world: World) -> None:
     parent = world.patient("parent")
     child = world.minor("child", parent)
@@ -896,3 +865,21 @@ def test_a_group_naming_a_patient_is_not_shared_with_everyone(world: World) -> N
         group = r.json()["id"]
     assert world.search(outsider, f"Group?member={alice.id}") == []
     assert not world.sees(bob, f"Group/{group}")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a professional feeds a record it may not read, and the CDA-against-metadata check compares with the "
+    "Patient read as system (DocumentService._patient): its error names the INS of a record the feeder "
+    "cannot read"))
+def test_a_refused_cda_does_not_tell_a_feeder_the_ins_of_a_record_it_cannot_read(world: World) -> None:
+    alice = world.patient("alice")
+    outsider = world.professional("outsider", "10")
+    data = (FIXTURES / "cda-r2" / "BIO-TROD_2024.01_COVID-19.xml").read_bytes()
+    body = {"resourceType": "DocumentReference", "status": "current",
+            "subject": {"reference": f"Patient/{alice.id}"},
+            "content": [{"attachment": {"contentType": "text/xml", "data": base64.b64encode(data).decode()}}]}
+    assert not world.sees(outsider, f"Patient/{alice.id}")
+    with world.client(outsider) as c:
+        r = c.post("DocumentReference", json=body)
+    assert r.status_code == 422, r.text  # the header's INS is not the record's
+    assert alice.matricule not in r.text, r.text
