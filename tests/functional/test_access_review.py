@@ -440,8 +440,6 @@ def test_includes_with_iterate_do_not_cross_into_a_hidden_record(world: World) -
 # Defects found by this review: xfail while open, plain regressions once fixed
 # ==============================================================================================
 
-@pytest.mark.xfail(strict=True, reason=(
-    "chained search (List?item:DocumentReference.type=...) matches hidden targets: Compiler._chain reads the target's index rows without the caller's read predicate, so a professional learns a masked document's type and labels"))
 def test_chaining_through_a_submission_set_reveals_nothing_of_a_masked_document(world: World) -> None:
     alice = world.patient("alice")
     nurse = world.professional("nurse", "60")
@@ -457,8 +455,6 @@ def test_chaining_through_a_submission_set_reveals_nothing_of_a_masked_document(
     assert answers[0] == answers[2] and answers[1] == answers[2], answers
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "chained search through List.item is not filtered by visibility (Compiler._chain): a patient learns the type and labels of a document that is INVISIBLE_PATIENT"))
 def test_chaining_through_a_submission_set_reveals_nothing_of_a_document_invisible_to_the_patient(
         world: World) -> None:
     alice = world.patient("alice")
@@ -627,9 +623,6 @@ def test_a_reader_who_is_not_the_author_cannot_retire_or_relabel_a_document(worl
     assert world.fhir.get(f"DocumentReference/{doc}").json()["status"] == "current"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a reference search (List?item=DocumentReference/<id>) is evaluated on the index whatever the "
-    "target's visibility (Compiler.matching_ids): a hidden item matches, an absent one does not"))
 def test_searching_lists_by_a_hidden_item_answers_like_an_absent_item(world: World) -> None:
     alice = world.patient("alice")
     nurse = world.professional("nurse", "60")

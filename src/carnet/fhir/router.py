@@ -39,7 +39,7 @@ from carnet.errors import (
     Unprocessable,
 )
 from carnet.fhir import jsonio
-from carnet.fhir.search import Compiler, Include, SearchRequest, parse
+from carnet.fhir.search import Compiler, Include, SearchRequest, parse, target_filter
 from carnet.fhir.searchparams import resource_types
 from carnet.fhir.store import Repository, Stored, Validator, WriteHook, check_type
 from carnet.fhir.values import http_date, instant_text, now_us
@@ -461,6 +461,10 @@ class FhirRouter:
 
     def match(self, repo: Repository, rtype: str, condition: str) -> list[Stored]:
         """Resources of a type matching search criteria (for conditional interactions)."""
+        with target_filter(repo.policy.target_filter(repo.principal)):
+            return self._match(repo, rtype, condition)
+
+    def _match(self, repo: Repository, rtype: str, condition: str) -> list[Stored]:
         if "?" in condition:  # "Patient?identifier=..." as well as "identifier=..."
             condition = condition.split("?", 1)[1]
         query = parse_qsl(condition, keep_blank_values=True)
@@ -473,6 +477,11 @@ class FhirRouter:
     # -- search ---------------------------------------------------------------------------------
     def search(self, repo: Repository, rtype: str, query: list[tuple[str, str]],
                req: FhirRequest) -> FhirResponse:
+        with target_filter(repo.policy.target_filter(repo.principal)):
+            return self._search(repo, rtype, query, req)
+
+    def _search(self, repo: Repository, rtype: str, query: list[tuple[str, str]],
+                req: FhirRequest) -> FhirResponse:
         sreq = parse(rtype, query, default_count=self.settings.default_page_size,
                      max_count=self.settings.max_page_size)
         if sreq.snapshot is None:

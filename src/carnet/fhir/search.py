@@ -9,6 +9,9 @@ resources created after it, so links stay correct while others insert.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -79,6 +82,37 @@ class SearchRequest:
     total: str | None = None
     driver: int | None = None  # the clause that drives the search, when chosen by probing
     driver_rows: int | None = None  # how many index rows the probes counted for it (capped)
+
+
+# The caller's read predicate for the resources a search reaches through a reference (a chain's
+# targets, a reference value's target), set around the compilation of one request's statements:
+# (target type, alias of ``resources``) -> predicate on the alias, or None when nothing is hidden.
+TargetFilter = Callable[[str, Any], Any]
+_TARGET_FILTER: ContextVar[TargetFilter | None] = ContextVar("carnet_search_target_filter", default=None)
+# targets that can be hidden from a caller who reads the resource pointing at them (masked
+# documents, consents, content of no record): a reference to one matches only when it is visible
+GUARDED_TARGETS = frozenset({"DocumentReference", "Binary", "Consent", "Bundle"})
+
+
+@contextmanager
+def target_filter(fn: TargetFilter | None) -> Iterator[None]:
+    token = _TARGET_FILTER.set(fn)
+    try:
+        yield
+    finally:
+        _TARGET_FILTER.reset(token)
+
+
+def _target_visible(rtype: str, id_col: Any) -> ColumnElement[bool] | None:
+    """``id_col`` names a ``rtype`` the caller may read (None: no filter for this caller)."""
+    fn = _TARGET_FILTER.get()
+    if fn is None:
+        return None
+    alias = resources.alias(f"target_{rtype.lower()}")
+    pred = fn(rtype, alias)
+    if pred is None:
+        return None
+    return exists(select(alias.c.res_id).where(alias.c.res_type == rtype, alias.c.res_id == id_col, pred))
 
 
 def _int(name: str, value: str) -> int:
@@ -406,7 +440,9 @@ class Compiler:
             rtype, rid = parts[-2], parts[-1]
             if target and rtype != target:
                 return false()
-            return and_(t.c.target_type == rtype, t.c.target_id == rid)
+            seen = _target_visible(rtype, t.c.target_id) if rtype in GUARDED_TARGETS else None
+            return and_(t.c.target_type == rtype, t.c.target_id == rid,
+                        *((seen,) if seen is not None else ()))
         conds = [t.c.target_id == value]
         if target:
             conds.append(t.c.target_type == target)
@@ -477,7 +513,9 @@ class Compiler:
             if not _modifier_allowed(tt, c.param, c.modifier):
                 continue
             inner = Clause(c.param, c.modifier, c.values)
-            inner_conds.append(and_(r.c.target_type == tt, self.clause(tt, inner, r.c.target_id)))
+            seen = _target_visible(tt, r.c.target_id)  # a hidden target matches nothing
+            inner_conds.append(and_(r.c.target_type == tt, self.clause(tt, inner, r.c.target_id),
+                                    *((seen,) if seen is not None else ())))
             p = params_for(tt).get(c.param)
             if p is not None and c.modifier not in ("not", "missing"):
                 # one statement per index table (and, for references, per set of targets, which

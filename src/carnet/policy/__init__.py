@@ -27,6 +27,11 @@ class Policy(Protocol):
     def check_write(self, principal: Principal, interaction: str, resource_type: str) -> None:
         """Raise Forbidden when the principal may not perform ``interaction`` on the type."""
 
+    def target_filter(self, principal: Principal) -> Any:
+        """For searches: ``(type, alias of resources) -> predicate on the alias | None``, the
+        principal's read predicate for resources reached through a reference; None when the
+        principal sees everything."""
+
     def after_write(self, repo: Repository, resource_type: str, resource: dict[str, Any] | None,
                     patient_id: str | None, previous: dict[str, Any] | None,
                     attributes: dict[str, Any]) -> None:
@@ -62,6 +67,9 @@ class OpenPolicy:
                   "delete": "d"}.get(interaction, "u")
         if not scope_allows(principal, resource_type, letter):
             raise Forbidden(f"the token's scopes do not allow {interaction} on {resource_type}")
+
+    def target_filter(self, principal: Principal) -> Any:
+        return None
 
     def after_write(self, repo: Repository, resource_type: str, resource: dict[str, Any] | None,
                     patient_id: str | None, previous: dict[str, Any] | None,

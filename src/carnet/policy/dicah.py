@@ -150,6 +150,20 @@ class DicahPolicy:
             return rights if scoped is None else scoped
         return and_(scoped, rights)
 
+    def target_filter(self, principal: Principal) -> Any:
+        types = readable_types(principal.scopes)
+        if principal.kind in (Kind.SYSTEM, Kind.OPERATOR) and types is None:
+            return None
+
+        def visible(resource_type: str, alias: Any) -> ColumnElement[bool] | None:
+            if principal.kind == Kind.ANONYMOUS or (types is not None and resource_type not in types):
+                return false()
+            if principal.kind in (Kind.SYSTEM, Kind.OPERATOR) or (
+                    resource_type not in compartment_types() and resource_type not in CREATOR_ONLY):
+                return None
+            return self._predicate(principal, resource_type, alias)
+        return visible
+
     def _build(self, kind: Kind, fhir_user: str | None, profession: str | None, strong: bool,
                mode: AccessMode, patient: str | None, resource_type: str | None,
                current: bool) -> ColumnElement[bool]:
