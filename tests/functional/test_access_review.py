@@ -751,9 +751,6 @@ def test_emergency_access_refused_for_the_caller_answers_alike_for_hidden_and_ab
         assert hidden.text.replace(alice.id, "<id>") == absent.text.replace(ABSENT, "<id>"), op
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Lifecycle.binary_write looks the id up in document_contents without the read predicate: writing a "
-    "hidden document's content answers 405, an absent Binary 204/201/404"))
 def test_writing_a_hidden_documents_content_answers_like_writing_an_absent_binary(world: World) -> None:
     alice = world.patient("alice")
     outsider = world.professional("outsider", "10")
@@ -812,9 +809,6 @@ def test_hiding_a_document_from_representatives_hides_its_earlier_entry_too(worl
     assert world.search(parent, f"DocumentReference?patient={child.id}") == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lifecycle._may_delete matches an author reference against the caller's national id, not their "
-    "Practitioner resource: the author of a document authored by reference is refused its deletion"))
 def test_the_author_of_a_document_deletes_it(world: World) -> None:
     alice = world.patient("alice")
     author = world.professional("author", "10")
@@ -826,9 +820,6 @@ def test_the_author_of_a_document_deletes_it(world: World) -> None:
     assert world.fhir.get(f"DocumentReference/{doc}").status_code == 410
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "earlier entries of a document keep their own labels (Lifecycle.patch relabels at most the entry it "
-    "replaces): after mask, unmask and mask again, an unmasked earlier entry still shows the document"))
 def test_masking_a_document_again_hides_every_earlier_entry(world: World) -> None:
     alice = world.patient("alice")
     nurse = world.professional("nurse", "60")

@@ -20,10 +20,10 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 import jsonpatch
-from sqlalchemy import select, update
+from sqlalchemy import and_, select, update
 
 from carnet.auth.principal import Kind
-from carnet.db.tables import document_contents, document_unique_ids, resources
+from carnet.db.tables import document_contents, document_unique_ids, idx_token, resources
 from carnet.documents import valuesets
 from carnet.errors import Conflict, Forbidden, Invalid, MethodNotAllowed, Unprocessable
 from carnet.fhir import jsonio
@@ -209,12 +209,15 @@ class Lifecycle:
         superseded = dict(resource)
         superseded["status"] = "superseded"
         repo.update("DocumentReference", rid, superseded, if_match=current.version, method="PATCH")
-        # the earlier entry is read under the new labels: masking a document masks its history
+        # every earlier entry of the document is read under the new labels: masking a document
+        # masks its history (entries share the official identifier a metadata update keeps)
         attrs = repo.attributes_of("DocumentReference", new_rid)
         if attrs is not None:
+            earlier = {rid} | _entries_of(repo, new, attrs["patient_id"])
+            earlier.discard(new_rid)
             repo.conn.execute(update(resources).where(
-                resources.c.res_type == "DocumentReference", resources.c.res_id == rid).values(
-                visibility=attrs["visibility"]))
+                resources.c.res_type == "DocumentReference", resources.c.res_id.in_(sorted(earlier)),
+                resources.c.patient_id == attrs["patient_id"]).values(visibility=attrs["visibility"]))
         t = document_unique_ids.c
         repo.conn.execute(
             update(document_unique_ids).where(t.kind == "document", t.res_id == rid).values(res_id=new_rid)
@@ -271,7 +274,8 @@ class Lifecycle:
 
         assert rid is not None
         t = document_contents.c
-        if repo.conn.execute(select(t.binary_id).where(t.binary_id == rid)).first() is None:
+        visible = repo._current("Binary", rid) is not None  # a hidden document's content is absent
+        if not visible or repo.conn.execute(select(t.binary_id).where(t.binary_id == rid)).first() is None:
             return self.router.default_write(repo, "Binary", rid, req)
         raise MethodNotAllowed(
             _t(
@@ -281,6 +285,22 @@ class Lifecycle:
         )
 
 
+def _entries_of(repo: Repository, resource: dict[str, Any], patient_id: str | None) -> set[str]:
+    """Ids of the document's entries: the DocumentReferences of the record that carry its official
+    identifier (one per metadata update)."""
+    values = [i.get("value") for i in resource.get("identifier") or []
+              if isinstance(i, dict) and i.get("use") == "official" and isinstance(i.get("value"), str)]
+    if not values or patient_id is None:
+        return set()
+    t = idx_token.c
+    r = resources.c
+    rows = repo.conn.execute(select(t.res_id).select_from(idx_token.join(resources, and_(
+        r.res_type == t.res_type, r.res_id == t.res_id))).where(
+        t.res_type == "DocumentReference", t.param == "identifier", t.code.in_(values),
+        r.patient_id == patient_id))
+    return {row.res_id for row in rows}
+
+
 def _may_delete(repo: Repository, resource: dict[str, Any]) -> bool:
     """The author (by national id or reference), the patient for their own uploads, or a system client."""
     who = repo.principal
@@ -288,9 +308,13 @@ def _may_delete(repo: Repository, resource: dict[str, Any]) -> bool:
         return True
     authors = [a for a in resource.get("author") or [] if isinstance(a, dict)]
     if who.kind == Kind.PRACTITIONER:
+        rid = resource.get("id")
+        stored = repo.attributes_of("DocumentReference", str(rid)) if rid else None
+        if who.fhir_user and stored is not None and stored.get("author") == who.fhir_user:
+            return True  # the professional who published it
         return any(
             (a.get("identifier") or {}).get("value") == who.subject
-            or str(a.get("reference", "")).endswith(f"/{who.subject}")
+            or (who.fhir_user is not None and str(a.get("reference", "")).endswith(who.fhir_user))
             for a in authors
         )
     if who.kind == Kind.PATIENT:
