@@ -834,9 +834,6 @@ def test_masking_a_document_again_hides_every_earlier_entry(world: World) -> Non
     assert world.search(nurse, f"DocumentReference?patient={alice.id}") == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a Group whose members are patients belongs to no record (patient_of and compartment_types know only "
-    "patient/subject/beneficiary, not Group.member): every caller, other patients included, reads it"))
 def test_a_group_naming_a_patient_is_not_shared_with_everyone(world: World) -> None:
     alice, bob = world.patient("alice"), world.patient("bob")
     doctor, outsider = world.professional("doctor", "10"), world.professional("outsider", "10")
@@ -851,10 +848,6 @@ def test_a_group_naming_a_patient_is_not_shared_with_everyone(world: World) -> N
     assert not world.sees(bob, f"Group/{group}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a professional feeds a record it may not read, and the CDA-against-metadata check compares with the "
-    "Patient read as system (DocumentService._patient): its error names the INS of a record the feeder "
-    "cannot read"))
 def test_a_refused_cda_does_not_tell_a_feeder_the_ins_of_a_record_it_cannot_read(world: World) -> None:
     alice = world.patient("alice")
     outsider = world.professional("outsider", "10")

@@ -415,7 +415,14 @@ class DocumentService:
             issues = cda_checks.check_header(
                 header, production=self.production, expression=f"{where}.content[0].attachment"
             )
-            issues += cda_checks.check_against_metadata(header, supplied, patient=patient)
+            against = cda_checks.check_against_metadata(header, supplied, patient=patient)
+            if against and repo.principal.kind == Kind.PRACTITIONER and repo._current("Patient", pid) is None:
+                # fed without the right to read the record: say what disagrees, never the record's values
+                against = [Issue(x.severity, x.code, _t(
+                    "Le document CDA ne correspond pas au dossier désigné (" + ", ".join(x.expression) + ")",
+                    "The CDA document does not match the record it names (" + ", ".join(x.expression) + ")"),
+                    list(x.expression)) for x in against]
+            issues += against
             errors = [x for x in issues if x.severity in ("error", "fatal")]
             if errors:
                 fields = ", ".join(sorted({e for x in errors for e in x.expression})) or "CDA"

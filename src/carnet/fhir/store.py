@@ -370,7 +370,7 @@ class Repository:
         rtype = resource["resourceType"]
         if rtype == "DocumentReference":
             return document_attributes(resource, self.principal, previous), patient
-        if rtype == "Bundle" and patient is None:  # a stored Bundle of no record: its creator's
+        if rtype in ("Bundle", "Group") and patient is None:  # of no record: its creator's (policy)
             return {**NO_ATTRIBUTES, "author": self.principal.fhir_user}, patient
         if rtype != "Binary":
             return NO_ATTRIBUTES, patient

@@ -56,7 +56,7 @@ DIRECTORY = frozenset({"Practitioner", "PractitionerRole", "Organization", "Loca
 # what a professional may not change in a Patient: who may read the record and whether it is open
 PATIENT_RIGHTS_FIELDS = frozenset({"generalPractitioner", "active", "link"})
 # resources of no record that only their creator (and system clients) read
-CREATOR_ONLY = frozenset({"Binary", "Bundle"})  # "Autres documents déposés par le patient"
+CREATOR_ONLY = frozenset({"Binary", "Bundle", "Group"})  # "Autres documents déposés par le patient"
 
 
 @lru_cache(maxsize=1024)
