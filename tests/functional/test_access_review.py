@@ -645,9 +645,6 @@ def test_a_refused_cda_does_not_tell_a_patient_someone_elses_ins(world: World) -
     assert alice.matricule not in hidden.text, hidden.text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "operators are never filtered (DicahPolicy.read_filter treats OPERATOR like SYSTEM), while SPEC C4's "
-    "actors give operators no read access to clinical content by default"))
 def test_an_operator_reads_no_clinical_content_by_default(world: World) -> None:
     alice = world.patient("alice")
     doc = world.document(alice)

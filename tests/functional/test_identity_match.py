@@ -257,6 +257,10 @@ def test_only_an_operator_may_merge(client: Fhir, live: LiveServer, kind: Kind) 
     r = client.post("Patient/$merge", json=merge_params(source["id"], target["id"]),
                     headers={"Authorization": f"Bearer {operator}"})
     assert r.status_code == 200, r.text
+    # the operator reads no clinical content, yet the merge moves it all
+    assert client.get(f"Observation?subject=Patient/{target['id']}",
+                      headers={"Authorization": f"Bearer {operator}"}).json().get("entry") in (None, [])
+    assert len(client.search_ids(f"Observation?subject=Patient/{target['id']}")) == 1
 
 
 def test_merge_refuses_itself_a_merged_or_inactive_target_and_bad_input(client: Fhir) -> None:

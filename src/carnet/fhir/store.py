@@ -100,6 +100,15 @@ class Repository:
         self.hooks = hooks or {}
         self.deferred: dict[str, list[dict[str, Any]]] | None = None
 
+    def acting_on_whole_records(self) -> Repository:
+        """The same transaction and hooks for an operator action that must reach every resource of
+        a record (an identity merge moves each reference): reads and writes unfiltered, under a
+        system principal named after the operator. Only for actions the caller was allowed to start."""
+        self.flush()
+        who = Principal.system(f"operator:{self.principal.subject}")
+        return Repository(self.conn, who, policy=self.policy, audit=self.audit, validator=self.validator,
+                          hooks=self.hooks)
+
     def as_system(self) -> Repository:
         """A view of the same transaction that the read policy does not filter, for the lookups a
         write needs whatever the caller may read (the record a professional feeds without reading

@@ -328,6 +328,8 @@ def merge_operation(router: FhirRouter, repo: Repository, req: FhirRequest) -> F
                                   "fusion", f"Patient/{target} is inactive or merged: it cannot be the "
                                   "surviving record"),
                             expression=["target-patient"])
+    operator = repo
+    repo = repo.acting_on_whole_records()  # the merge moves references in clinical resources too
     keys = [k for k in referencing(repo, source) if k not in (("Patient", source), ("Patient", target))]
     moved: dict[str, int] = {}
     for chunk in _chunks(keys, MERGE_CHUNK):
@@ -357,7 +359,7 @@ def merge_operation(router: FhirRouter, repo: Repository, req: FhirRequest) -> F
         repo.update("Patient", source, src_res, if_match=src.version)
         _relink(tgt_res, router.base, source, "replaces")
         result, _ = repo.update("Patient", target, tgt_res, if_match=tgt.version)
-        repo._record("merge", "Patient", (source, target))
+        operator._record("merge", "Patient", (source, target))
         message = _both(f"Patient/{source} fusionné dans Patient/{target} : {total} ressources déplacées "
                         f"({detail})", f"Patient/{source} merged into Patient/{target}: {total} resources "
                         f"moved ({detail})")

@@ -50,13 +50,16 @@ PATIENT_MANAGED = frozenset({"Consent", "CareTeam", "RelatedPerson"})
 PATIENT_WRITABLE = frozenset({"Consent", "DocumentReference", "Binary", "List", "Patient", "RelatedPerson"})
 # what a patient may change in their own Patient (the identity is the hospital's and INSi's)
 PATIENT_EDITABLE = frozenset({"generalPractitioner", "telecom", "address", "contact", "communication"})
-PATIENT_DOCUMENT_CLASS = "90"
+PATIENT_DOCUMENT_CLASS = "90"  # "Autres documents déposés par le patient"
 DIRECTORY = frozenset({"Practitioner", "PractitionerRole", "Organization", "Location", "HealthcareService",
                        "Endpoint"})
 # what a professional may not change in a Patient: who may read the record and whether it is open
 PATIENT_RIGHTS_FIELDS = frozenset({"generalPractitioner", "active", "link"})
 # resources of no record that only their creator (and system clients) read
-CREATOR_ONLY = frozenset({"Binary", "Bundle", "Group"})  # "Autres documents déposés par le patient"
+CREATOR_ONLY = frozenset({"Binary", "Bundle", "Group"})
+# what operators read of a record (SPEC C4: no clinical content by default): identity and who may
+# read it, for identity merges, duplicates and access disputes
+OPERATOR_READS = frozenset({"Patient", "RelatedPerson", "CareTeam", "Consent"})
 
 
 @lru_cache(maxsize=1024)
@@ -139,8 +142,15 @@ class DicahPolicy:
                 return false()
             if resource_type is None:
                 scoped = table.c.res_type.in_(sorted(types)) if types else false()
+        if principal.kind == Kind.OPERATOR:  # administration, not care: no clinical content
+            if resource_type is not None:
+                clinical = resource_type in compartment_types() and resource_type not in OPERATOR_READS
+                return false() if clinical else scoped
+            c = table.c  # resources and resource_versions both carry the record
+            admin = or_(c.patient_id.is_(None), c.res_type.in_(sorted(OPERATOR_READS)))
+            return admin if scoped is None else and_(scoped, admin)
         rights: ColumnElement[bool] | None = None
-        if principal.kind not in (Kind.SYSTEM, Kind.OPERATOR) and (
+        if principal.kind != Kind.SYSTEM and (
                 resource_type is None or resource_type in compartment_types()
                 or resource_type in CREATOR_ONLY):
             rights = self._cached(principal.kind, principal.fhir_user, principal.profession,
@@ -152,13 +162,16 @@ class DicahPolicy:
 
     def target_filter(self, principal: Principal) -> Any:
         types = readable_types(principal.scopes)
-        if principal.kind in (Kind.SYSTEM, Kind.OPERATOR) and types is None:
+        if principal.kind == Kind.SYSTEM and types is None:
             return None
 
         def visible(resource_type: str, alias: Any) -> ColumnElement[bool] | None:
             if principal.kind == Kind.ANONYMOUS or (types is not None and resource_type not in types):
                 return false()
-            if principal.kind in (Kind.SYSTEM, Kind.OPERATOR) or (
+            if principal.kind == Kind.OPERATOR:
+                clinical = resource_type in compartment_types() and resource_type not in OPERATOR_READS
+                return false() if clinical else None
+            if principal.kind == Kind.SYSTEM or (
                     resource_type not in compartment_types() and resource_type not in CREATOR_ONLY):
                 return None
             return self._predicate(principal, resource_type, alias)
