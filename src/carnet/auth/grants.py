@@ -165,6 +165,12 @@ class StoredRefreshToken:
     expires_at: int
     revoked: bool = False
 
+    @classmethod
+    def from_row(cls, row: Any, *, revoked: bool = False) -> StoredRefreshToken:
+        """The token as ``oauth_refresh_tokens`` stores it (instants in microseconds there)."""
+        return cls(row.token_hash, row.family_id, row.client_id, row.scope, SignedIn.from_json(row.claims),
+                   row.issued_at // _US, row.expires_at // _US, revoked=revoked)
+
     def check_client(self, client: OAuthClient) -> bool:
         return client.client_id == self.client_id
 
@@ -334,15 +340,7 @@ class RefreshTokenGrant(_RefreshTokenGrant):
             return None
         if row.expires_at <= _now() * _US:
             return None
-        return StoredRefreshToken(
-            row.token_hash,
-            row.family_id,
-            row.client_id,
-            row.scope,
-            SignedIn.from_json(row.claims),
-            row.issued_at // _US,
-            row.expires_at // _US,
-        )
+        return StoredRefreshToken.from_row(row)
 
     def _validate_token_scope(self, token: StoredRefreshToken) -> None:
         """A refresh may narrow the scopes (``user/Patient.rs`` out of ``user/*.rs``), never widen them."""

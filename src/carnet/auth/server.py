@@ -295,16 +295,7 @@ class CarnetAuthorizationServer(AuthorizationServer):
             ).first()
         if row is None:
             return None
-        return StoredRefreshToken(
-            row.token_hash,
-            row.family_id,
-            row.client_id,
-            row.scope,
-            SignedIn.from_json(row.claims),
-            row.issued_at // _US,
-            row.expires_at // _US,
-            revoked=bool(row.revoked) or row.rotated_at is not None,
-        )
+        return StoredRefreshToken.from_row(row, revoked=bool(row.revoked) or row.rotated_at is not None)
 
     def user_info(self, principal: Principal, granted: list[str]) -> dict[str, Any]:
         """The OpenID claims about who signed in (ID token, userinfo). ``sub``: the national id of a

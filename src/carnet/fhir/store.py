@@ -405,8 +405,11 @@ class Repository:
         t = resources.c
         rows = self.conn.execute(select(t.res_id, t.patient_id, t.content).where(
             t.res_type == "Binary", t.res_id.in_(ids), t.deleted.is_(False)))
-        mine = [r.res_id for r in rows if r.content is not None and (r.patient_id in (None, patient)) and (
-            security_context(jsonio.loads(r.content)) or ("DocumentReference", ""))[0] == "DocumentReference"]
+        mine = []
+        for r in rows:  # a Binary of this record (or of none yet) that is a document's content
+            context = security_context(jsonio.loads(r.content)) if r.content is not None else None
+            if r.patient_id in (None, patient) and (context is None or context[0] == "DocumentReference"):
+                mine.append(r.res_id)
         if mine:
             self.conn.execute(update(resources).where(t.res_type == "Binary", t.res_id.in_(mine))
                               .values(patient_id=patient, **attrs))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy import ColumnElement, Table
 
 from carnet.auth.principal import Principal
+from carnet.auth.scopes import parse_clinical
 from carnet.errors import Forbidden
 
 if TYPE_CHECKING:
@@ -43,16 +44,9 @@ class Policy(Protocol):
 
 
 def scope_allows(principal: Principal, resource_type: str, letter: str) -> bool:
-    """SMART v2 scope check: ``<context>/<Type|*>.<cruds>`` (v1 ``read``/``write``/``*`` too)."""
-    for scope in principal.scopes:
-        _, _, rest = scope.partition("/")
-        rtype, _, perms = rest.partition(".")
-        if rtype not in (resource_type, "*"):
-            continue
-        if perms == "*" or letter in perms or (perms == "read" and letter in "rs") or (
-                perms == "write" and letter in "cud"):
-            return True
-    return False
+    """SMART scope check: ``<context>/<Type|*>.<cruds>`` (v1 ``read``/``write``/``*`` too)."""
+    return any(parsed is not None and parsed.resource_type in (resource_type, "*")
+               and letter in parsed.permissions for parsed in map(parse_clinical, principal.scopes))
 
 
 class OpenPolicy:

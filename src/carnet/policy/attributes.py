@@ -29,7 +29,6 @@ class Visibility(IntFlag):
 
 CODES = {"MASQUE_PS": Visibility.MASQUE_PS, "INVISIBLE_PATIENT": Visibility.INVISIBLE_PATIENT,
          "INVISIBLE_REPRESENTANTS_LEGAUX": Visibility.INVISIBLE_REPRESENTANTS_LEGAUX}
-LABELLED = Visibility.MASQUE_PS | Visibility.INVISIBLE_PATIENT | Visibility.INVISIBLE_REPRESENTANTS_LEGAUX
 
 
 def labels_of(resource: dict[str, Any]) -> Visibility:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import ColumnElement, Engine, Table, and_, delete, exists, false, insert, or_, select, true
 
 from carnet.auth.principal import AccessMode, Kind, Principal
+from carnet.auth.scopes import parse_clinical
 from carnet.db.tables import access_rights, habilitation_types, record_access, resource_versions, resources
 from carnet.errors import Forbidden, Unprocessable
 from carnet.fhir.searchparams import params_for, resource_types
@@ -66,17 +67,11 @@ OPERATOR_READS = frozenset({"Patient", "RelatedPerson", "CareTeam", "Consent"})
 def readable_types(scopes: frozenset[str]) -> frozenset[str] | None:
     """The resource types SMART scopes let the token read or search; None for every type."""
     out: set[str] = set()
-    for scope in scopes:
-        context, _, rest = scope.partition("/")
-        if context not in ("patient", "user", "system"):
-            continue
-        rtype, _, perms = rest.partition(".")
-        perms = perms.split("?", 1)[0]
-        v2 = perms not in ("read", "write", "*") and set(perms) <= set("cruds")
-        if perms in ("*", "read") or (v2 and ("r" in perms or "s" in perms)):
-            if rtype == "*":
+    for parsed in map(parse_clinical, scopes):
+        if parsed is not None and ("r" in parsed.permissions or "s" in parsed.permissions):
+            if parsed.resource_type == "*":
                 return None
-            out.add(rtype)
+            out.add(parsed.resource_type)
     return frozenset(out)
 
 

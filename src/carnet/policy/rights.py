@@ -25,9 +25,8 @@ from sqlalchemy import Connection, and_, delete, insert, select
 from carnet.db.tables import access_rights, idx_token, record_access, resources
 from carnet.fhir import jsonio
 from carnet.identity import nir
-from carnet.identity.fhir import read_reliability
+from carnet.identity.fhir import ins_identifiers, read_reliability
 from carnet.identity.status import IdentityStatus
-from carnet.policy.attributes import CODES, Visibility
 
 SOURCES = ("Patient", "CareTeam", "Consent", "RelatedPerson")
 # v3-ActReason: emergency treatment, break the glass
@@ -99,8 +98,7 @@ def _age(birth: Any, today: date) -> int | None:
 
 
 def _ins_values(resource: dict[str, Any]) -> set[str]:
-    return {nir.compact(str(i.get("value") or "")) for i in resource.get("identifier") or []
-            if isinstance(i, dict) and str(i.get("system") or "").removeprefix("urn:oid:") in nir.INS_OIDS}
+    return {ident.matricule for ident in ins_identifiers(resource)}
 
 
 def _in_period(period: Any, today: date) -> bool:
@@ -285,8 +283,3 @@ def minors_represented_by(conn: Connection, patient: dict[str, Any]) -> list[str
         t.res_type == "RelatedPerson", t.param == "identifier", t.code.in_(sorted(values)),
         r.patient_id.is_not(None)))
     return sorted({row.patient_id for row in rows})
-
-
-VISIBILITY_CODES = tuple(CODES)
-__all__ = ["SOURCES", "VISIBILITY_CODES", "Grant", "Level", "RecordRights", "Visibility", "derive",
-           "minors_represented_by", "patients_by_ins", "recompute", "rights_of"]
