@@ -56,6 +56,9 @@ DIRECTORY = frozenset({"Practitioner", "PractitionerRole", "Organization", "Loca
                        "Endpoint"})
 # what a professional may not change in a Patient: who may read the record and whether it is open
 PATIENT_RIGHTS_FIELDS = frozenset({"generalPractitioner", "active", "link"})
+# what the rights of a record derive from in its Patient (policy.rights.derive): the médecin traitant,
+# open or closed, the identity status (an extension), age, and the INS a representative is named by
+RIGHTS_INPUTS = ("generalPractitioner", "active", "extension", "birthDate", "identifier")
 # resources of no record that only their creator (and system clients) read
 CREATOR_ONLY = frozenset({"Binary", "Bundle", "Group"})
 # what operators read of a record (SPEC C4: no clinical content by default): identity and who may
@@ -300,6 +303,10 @@ class DicahPolicy:
                                    f"only the patient changes {', '.join(sorted(changed))} in their record"))
         if resource_type == "DocumentReference" and resource is not None:
             self._check_visibility(principal, resource, previous, attributes)
+        before = (previous or {}).get("resource")
+        if resource_type == "Patient" and resource is not None and before is not None and all(
+                before.get(k) == resource.get(k) for k in RIGHTS_INPUTS):
+            return  # an edit of the address or the phone: the record's rights do not change
         if resource_type in SOURCES and patient_id is not None:
             repo.flush()  # a transaction Bundle queues its inserts: the derivation must read them
             recompute(repo.conn, patient_id)
