@@ -15,7 +15,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carnet import __version__
-from carnet.api import oauth, signin
+from carnet.api import ledger, oauth, signin
 from carnet.api.fhir import fhir_endpoint
 from carnet.auth.accounts import AccountStore, load_notifier
 from carnet.auth.issuer import TokenIssuer
@@ -25,6 +25,8 @@ from carnet.config import Settings
 from carnet.db.engine import make_engine
 from carnet.fhir.capability import capability_statement
 from carnet.fhir.router import status_of
+from carnet.ledger.keys import load_signer, origin_of
+from carnet.ledger.sequencer import LedgerWorker, Sequencer
 from carnet.wiring import build_router
 
 SECURITY_HEADERS = [
@@ -88,7 +90,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # Few threads: each request's database work is short, and Python threads beyond the cores
         # only queue on the interpreter lock, stretching every write's hold on the SQLite lock.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
+        worker = None
+        if settings.audit and settings.ledger_sequencer:
+            worker = LedgerWorker(Sequencer(engine, load_signer(settings), origin_of(settings),
+                                            checkpoint_seconds=settings.ledger_checkpoint_seconds))
+            worker.start()
         yield
+        if worker is not None:
+            worker.stop()
         engine.dispose()
 
     issuer = TokenIssuer(settings, engine)
@@ -99,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/", home),
             Route("/healthz", health),
             *oauth.routes(methods),
+            *ledger.routes(),
             Route("/fhir", fhir_endpoint, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
             Route("/fhir/{path:path}", fhir_endpoint, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         ],

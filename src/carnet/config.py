@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CARNET_"
@@ -77,6 +77,21 @@ class Settings(BaseSettings):
         None, description="the access matrix (profession × document class, JSON); default the one shipped "
         "in carnet/policy/data/habilitations.json")
     log_level: str = Field("info", description="log level: debug, info, warning, error")
+    # Traceability (carnet.audit, carnet.ledger, docs/ledger.md)
+    audit: bool = Field(
+        True, description="record every access and change as an AuditEvent in the transparency log "
+        "(off only to measure what auditing costs; refused in production mode)")
+    ledger_origin: str = Field(
+        "", description="the log's name, first line of its checkpoints; default <host[:port]>/ledger of the "
+        "base URL")
+    ledger_key_file: Path | None = Field(
+        None, description="Ed25519 private key (PEM) that signs checkpoints and journals; default "
+        "<keys>/ledger-ed25519.pem, created on first use")
+    ledger_checkpoint_seconds: float = Field(
+        2.0, description="a new signed checkpoint at most this often while the log grows, in seconds")
+    ledger_sequencer: bool = Field(
+        True, description="run the sequencer (numbering audit entries, signing checkpoints) in each server "
+        "process; several processes share the work safely")
     # OAuth 2.0 / OpenID Connect authorisation server (carnet.auth, docs/auth.md)
     access_token_ttl_seconds: int = Field(
         300, description="lifetime of access tokens (JWT, signed with the key in the keys folder)")
@@ -117,6 +132,12 @@ class Settings(BaseSettings):
     psc_metadata_ttl_seconds: float = Field(
         3600.0, description="how long the provider's discovery document and signing keys are cached, "
         "in seconds")
+
+    @model_validator(mode="after")
+    def _audit_in_production(self) -> Settings:
+        if self.mode == Mode.PRODUCTION and not self.audit:
+            raise ValueError("CARNET_AUDIT=false is refused in production mode: every access must be traced")
+        return self
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -1,10 +1,11 @@
-"""Audit seam. Services call ``AuditSink.record`` inside the transaction of the change they record
-(and for denied or failed attempts); the ledger-backed sink arrives with the traceability work."""
+"""Audit seam. Services call ``AuditSink.record`` inside the transaction of the change they record;
+denied and failed attempts go to ``later``, written once that transaction is over (a rollback
+must not take them with it). :mod:`carnet.audit.sink` writes them to the transparency log."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
@@ -13,20 +14,31 @@ from carnet.auth.principal import Principal
 
 @dataclass(frozen=True)
 class AuditRecord:
-    interaction: str  # read | vread | search | history | create | update | patch | delete | ...
+    interaction: str  # read | vread | search | history | create | update | patch | delete | <operation>
     outcome: int  # 0 success, 4 minor failure, 8 serious failure, 12 major failure
     resource_type: str | None = None
     resource_ids: tuple[str, ...] = ()
     query: str | None = None
     detail: dict[str, str] = field(default_factory=dict)
+    # (type, id, patient) of each resource touched: one AuditEvent per patient concerned
+    entities: tuple[tuple[str, str, str | None], ...] = ()
+    patient: str | None = None  # the record concerned when no resource names it (a refused access)
+    message: str | None = None  # why it failed
 
 
 class AuditSink(Protocol):
-    def record(self, conn: Connection | None, principal: Principal, entry: AuditRecord) -> None: ...
+    def record(self, conn: Connection | None, principal: Principal, entry: AuditRecord,
+               later: list[dict[str, Any]] | None = None) -> None: ...
+
+    def write(self, rows: list[dict[str, Any]]) -> None: ...
 
 
 class NoAudit:
-    """Records nothing: the default until the transparency log is configured."""
+    """Records nothing (tests of the engine alone; benchmarks of reads without auditing)."""
 
-    def record(self, conn: Connection | None, principal: Principal, entry: AuditRecord) -> None:
+    def record(self, conn: Connection | None, principal: Principal, entry: AuditRecord,
+               later: list[dict[str, Any]] | None = None) -> None:
+        return None
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
         return None

@@ -363,3 +363,70 @@ patient_accounts = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 Index("ix_patient_accounts_patient", patient_accounts.c.patient_id)
+
+
+# Traceability (carnet.audit, carnet.ledger). Every access and change writes one row of
+# ``audit_events`` per patient concerned (IHE BALP: a search across records is split per patient),
+# in the transaction of what it records. ``content`` is the AuditEvent's canonical JSON: the exact
+# bytes of its Merkle leaf. ``leaf_index`` is null until the sequencer gives it its place in the
+# log, in commit order, gaplessly; the row is never updated again.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", ID, nullable=False, unique=True),
+    Column("recorded", BigInteger, nullable=False),
+    Column("patient_id", ID, nullable=True),  # the record concerned (entity of role patient)
+    Column("agent", String(128), nullable=False),  # "Practitioner/<id>", "Patient/<id>", "system:<name>"
+    Column("action", String(1), nullable=False),  # C R U D E
+    Column("subtype", String(32), nullable=False),  # the restful interaction or operation
+    Column("outcome", Integer, nullable=False),  # 0 4 8 12
+    Column("leaf_index", BigInteger, nullable=True, unique=True),
+    Column("content", LargeBinary, nullable=False),
+)
+Index("ix_audit_patient_recorded", audit_events.c.patient_id, audit_events.c.recorded)
+Index("ix_audit_agent_recorded", audit_events.c.agent, audit_events.c.recorded)
+Index("ix_audit_recorded", audit_events.c.recorded)
+# The sequencer's queue: the rows still without a place in the log, in insertion order.
+Index("ix_audit_pending", audit_events.c.seq, sqlite_where=audit_events.c.leaf_index.is_(None),
+      postgresql_where=audit_events.c.leaf_index.is_(None))
+
+# The Merkle tree (RFC 9162) of the log, as the hashes of its complete subtrees: the node at
+# (height, idx) covers leaves [idx * 2^height, (idx + 1) * 2^height). Written once by the
+# sequencer; proofs read O(log n) of them. Height 0 holds the leaf hashes, kept apart from the
+# rows they hash so that an edited row shows against the hash recorded when it was sequenced.
+ledger_nodes = Table(
+    "ledger_nodes",
+    metadata,
+    Column("height", Integer, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary, nullable=False),
+)
+# an inclusion proof asked by leaf hash finds its index
+Index("ix_ledger_leaf_hash", ledger_nodes.c.hash, sqlite_where=ledger_nodes.c.height == 0,
+      postgresql_where=ledger_nodes.c.height == 0)
+
+# Signed checkpoints (C2SP tlog-checkpoint in a signed note), one per published tree size.
+ledger_checkpoints = Table(
+    "ledger_checkpoints",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("note", Text, nullable=False),
+)
+Index("ix_ledger_checkpoints_created", ledger_checkpoints.c.created_at)
+
+# Sealed daily journals (NF Z42-013): one per UTC day, chained by the hash of the previous one; the
+# signed journal object itself is in the blob store under ``blob_key``.
+audit_journals = Table(
+    "audit_journals",
+    metadata,
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD (UTC)
+    Column("sealed_at", BigInteger, nullable=False),
+    Column("blob_key", String(255), nullable=False),
+    Column("sha256", String(64), nullable=False),  # of the signed journal object
+    Column("previous_sha256", String(64), nullable=True),
+    Column("first_index", BigInteger, nullable=False),
+    Column("end_index", BigInteger, nullable=False),  # exclusive
+)

@@ -16,7 +16,7 @@ import jsonpatch
 import orjson
 from sqlalchemy import Connection, Engine, func, select
 
-from carnet.audit import AuditSink
+from carnet.audit import AuditRecord, AuditSink
 from carnet.auth.principal import Principal
 from carnet.blobs.errors import BadRange, CorruptBlob
 from carnet.config import Settings
@@ -150,6 +150,7 @@ class FhirRouter:
         self.operations: dict[tuple[str, bool, str], Operation] = {}
         self.hooks: dict[str, list[WriteHook]] = {}
         self.interactions: dict[tuple[str, str, bool], Handler] = {}
+        self.searchers: dict[str, Handler] = {}  # types searched by a service of their own (AuditEvent)
         self.preworks: list[Prework] = []
         self.bundle_processors: list[BundleProcessor] = []
         self.reindexers: dict[str, list[Callable[[Repository, dict[str, Any]], None]]] = {}
@@ -210,6 +211,7 @@ class FhirRouter:
 
     # -- entry point --------------------------------------------------------------------------
     def handle(self, request: FhirRequest, principal: Principal) -> FhirResponse:
+        trail: list[dict[str, Any]] = []  # audit rows written after the transaction (see Repository)
         try:
             if request.method == "GET" and request.path == "metadata":
                 if self.capability is None:
@@ -218,11 +220,12 @@ class FhirRouter:
             reads = request.method not in MUTATING or request.path.endswith("_search")
             if reads or self._reads_only(request):
                 with self.engine.connect() as conn, conn.begin():
-                    return self.dispatch(self.repository(conn, principal), request)
+                    return self.dispatch(self.repository(conn, principal, trail), request)
             request = self._prework(request, principal)
 
             def work(conn: Connection) -> FhirResponse:
-                repo = self.repository(conn, principal)
+                del trail[:]  # a job run again after a failed batch starts afresh
+                repo = self.repository(conn, principal, trail)
                 if request.method == "POST" and request.path == "":
                     from carnet.fhir.bundles import process_bundle
 
@@ -237,7 +240,43 @@ class FhirRouter:
                 with conn.begin():
                     return work(conn)
         except CarnetError as exc:
+            self.audit_failure(request, principal, status_of(exc), exc.message, trail)
             return error_response(exc)
+        except Exception:
+            self.audit_failure(request, principal, 500, "internal error", trail)
+            raise
+        finally:
+            if trail and self.audit is not None:
+                self.audit.write(trail)
+
+    def audit_failure(self, request: FhirRequest, principal: Principal, status: int, message: str,
+                      trail: list[dict[str, Any]] | None = None) -> None:
+        """Record a refused or failed request (its transaction, if any, was rolled back): which
+        interaction on what, the outcome (4 for a request the client can mend, 8 refused, 12 a
+        server failure) and, when the target is known, the record it belongs to."""
+        if self.audit is None:
+            return
+        interaction, rtype, rid = interaction_of(request)
+        outcome = 12 if status >= 500 else 8 if status in (401, 403) else 4
+        patient = None
+        if rtype == "Patient" and rid:
+            patient = rid
+        elif rtype and rid:
+            with self.engine.connect() as conn:
+                patient = conn.execute(select(resources.c.patient_id).where(
+                    resources.c.res_type == rtype, resources.c.res_id == rid)).scalar()
+        query = urlencode(request.query) if request.query else None
+        entry = AuditRecord(interaction, outcome, rtype, (rid,) if rid else (), query,
+                            entities=((rtype, rid, patient),) if rtype and rid else (), patient=patient,
+                            message=message)
+        if trail and any(row["outcome"] for row in trail):
+            return  # the service recorded this failure itself, with what it knew
+        rows: list[dict[str, Any]] = []
+        self.audit.record(None, principal, entry, rows)
+        if trail is None:
+            self.audit.write(rows)
+        else:
+            trail.extend(rows)
 
     def _reads_only(self, request: FhirRequest) -> bool:
         """A POSTed operation that only reads (``Patient/$match``): no place in the writers' queue."""
@@ -270,9 +309,10 @@ class FhirRouter:
             validated = True
         return replace(request, body=body, validated=validated)
 
-    def repository(self, conn: Connection, principal: Principal) -> Repository:
+    def repository(self, conn: Connection, principal: Principal,
+                   trail: list[dict[str, Any]] | None = None) -> Repository:
         return Repository(conn, principal, policy=self.policy, audit=self.audit, validator=self.validator,
-                          hooks=self.hooks)
+                          hooks=self.hooks, trail=trail)
 
     def _operation(self, repo: Repository, req: FhirRequest, rtype: str, rid: str | None,
                    name: str) -> FhirResponse:
@@ -477,6 +517,9 @@ class FhirRouter:
     # -- search ---------------------------------------------------------------------------------
     def search(self, repo: Repository, rtype: str, query: list[tuple[str, str]],
                req: FhirRequest) -> FhirResponse:
+        searcher = self.searchers.get(rtype)
+        if searcher is not None:
+            return searcher(repo, replace(req, query=query), None)
         with target_filter(repo.policy.target_filter(repo.principal)):
             return self._search(repo, rtype, query, req)
 
@@ -492,7 +535,7 @@ class FhirRouter:
             "lastUpdated": instant_text(now_us())}, "type": "searchset"}
         if sreq.summary == "count":
             bundle["total"] = repo.conn.execute(self.compiler.count(sreq, visible)).scalar_one()
-            repo._record("search", rtype, (), query=urlencode(query))
+            repo._record("search", rtype, (), query=urlencode(query), patient=_searched_patient(query))
             return FhirResponse(200, bundle)
         rows = repo.conn.execute(self.compiler.page(sreq, visible)).all()
         has_next = len(rows) > sreq.count
@@ -505,13 +548,16 @@ class FhirRouter:
         if total is not None:
             bundle["total"] = total
         bundle["link"] = self._links(rtype, query, sreq, has_next)
-        matches = repo.present([Stored(rtype, r.res_id, r.version, r.last_updated, False, r.content)
-                                for r in rows])
+        matches = repo.present([Stored(rtype, r.res_id, r.version, r.last_updated, False, r.content,
+                                       patient_id=r.patient_id) for r in rows])
         entries = [self._entry(s, "match", sreq) for s in matches]
         included = self._includes(repo, matches, sreq.includes)
         entries.extend(self._entry(s, "include", sreq) for s in included)
         bundle["entry"] = entries
-        repo._record("search", rtype, tuple(s.id for s in matches), query=urlencode(query))
+        shown = [*matches, *included]
+        repo._record("search", rtype, tuple(s.id for s in shown), query=urlencode(query),
+                     patients=[s.patient_id for s in shown], types=[s.resource_type for s in shown],
+                     patient=_searched_patient(query) if not shown else None)
         return FhirResponse(200, bundle)
 
     PROBE_CAPS = (33, 1024)  # first round, then (only when every candidate reached it) a second
@@ -667,6 +713,39 @@ def _bundle_id() -> str:
     from carnet.fhir.store import new_id
 
     return new_id()
+
+
+def interaction_of(request: FhirRequest) -> tuple[str, str | None, str | None]:
+    """(interaction, resource type, id) that a request asks for, as the audit trail names it."""
+    parts = [p for p in request.path.split("/") if p]
+    m = request.method
+    rtype = parts[0] if parts and not parts[0].startswith(("$", "_")) else None
+    rid = parts[1] if len(parts) >= 2 and not parts[1].startswith(("$", "_")) else None
+    if parts and parts[-1].startswith("$"):
+        return parts[-1][1:], rtype, rid
+    if not parts:
+        return ("transaction" if m == "POST" else "search"), None, None
+    if "_history" in parts:
+        return ("vread" if len(parts) == 4 else "history"), rtype, rid
+    if len(parts) == 2 and parts[1] == "_search":
+        return "search", rtype, None
+    if m == "GET":
+        return ("read" if rid else "search"), rtype, rid
+    named = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+    return named.get(m, m.lower()), rtype, rid
+
+
+def _searched_patient(query: list[tuple[str, str]]) -> str | None:
+    """The record a search that found nothing was about (``patient=<id>``, ``subject=Patient/<id>``):
+    the patient sees that someone looked, even when nothing was there or shown."""
+    for name, value in query:
+        if name.split(":", 1)[0] in ("patient", "subject"):
+            ref = value.split(",", 1)[0]
+            if ref.startswith("Patient/"):
+                ref = ref[8:]
+            if ref and "/" not in ref and "|" not in ref:
+                return ref
+    return None
 
 
 def _form(body: Any) -> list[tuple[str, str]]:

@@ -696,7 +696,8 @@ class Compiler:
 
     def page(self, req: SearchRequest, visible: list[ColumnElement[bool]]) -> Select[Any]:
         r = resources.c
-        stmt = select(r.res_id, r.version, r.last_updated, r.content).where(*self.where(req), *visible)
+        stmt = select(r.res_id, r.version, r.last_updated, r.content, r.patient_id).where(
+            *self.where(req), *visible)
         order = []
         for key, desc in req.sort:
             expr = self.sort_key(req.resource_type, key, desc)

@@ -12,7 +12,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -39,8 +39,8 @@ INSERT_VERSION = insert(resource_versions)
 INSERT_INDEX = {kind: insert(table) for kind, table in INDEX_TABLES.items()}
 INSERTS = {"resources": INSERT_RESOURCE, "versions": INSERT_VERSION, **INSERT_INDEX}
 SELECT_CURRENT = select(resources.c.version, resources.c.last_updated, resources.c.deleted,
-                        resources.c.content).where(resources.c.res_type == bindparam("rt"),
-                                                   resources.c.res_id == bindparam("rid"))
+                        resources.c.content, resources.c.patient_id).where(
+    resources.c.res_type == bindparam("rt"), resources.c.res_id == bindparam("rid"))
 # (id of a policy predicate, dialect) -> (the predicate, its compiled read by id, the SQL text)
 _FILTERED_READS: dict[tuple[int, str], tuple[Any, Any, str]] = {}
 _KEY_COLUMNS = ("res_type", "res_id", "param")  # never null: plain equality, which an index serves
@@ -60,6 +60,7 @@ class Stored:
     deleted: bool
     content: bytes | None
     method: str | None = None
+    patient_id: str | None = None  # the record it belongs to (the audit trail names it)
 
     @property
     def etag(self) -> str:
@@ -91,7 +92,8 @@ def check_type(resource_type: str) -> None:
 class Repository:
     def __init__(self, conn: Connection, principal: Principal, *, policy: Policy | None = None,
                  audit: AuditSink | None = None, validator: Validator | None = None,
-                 hooks: Mapping[str, list[WriteHook]] | None = None) -> None:
+                 hooks: Mapping[str, list[WriteHook]] | None = None,
+                 trail: list[dict[str, Any]] | None = None) -> None:
         self.conn = conn
         self.principal = principal
         self.policy = policy or OpenPolicy()
@@ -99,6 +101,9 @@ class Repository:
         self.validator = validator
         self.hooks = hooks or {}
         self.deferred: dict[str, list[dict[str, Any]]] | None = None
+        # audit rows to write once the transaction is over (denials; reads on SQLite, whose read
+        # transactions hold no write lock): the router writes them before the response leaves
+        self.trail: list[dict[str, Any]] | None = trail
 
     def acting_on_whole_records(self) -> Repository:
         """The same transaction and hooks for an operator action that must reach every resource of
@@ -107,7 +112,7 @@ class Repository:
         self.flush()
         who = Principal.system(f"operator:{self.principal.subject}")
         return Repository(self.conn, who, policy=self.policy, audit=self.audit, validator=self.validator,
-                          hooks=self.hooks)
+                          hooks=self.hooks, trail=self.trail)
 
     def as_system(self) -> Repository:
         """A view of the same transaction that the read policy does not filter, for the lookups a
@@ -178,9 +183,19 @@ class Repository:
         return out
 
     def _record(self, interaction: str, resource_type: str | None, ids: tuple[str, ...] = (),
-                outcome: int = 0, query: str | None = None) -> None:
+                outcome: int = 0, query: str | None = None, *,
+                patients: Sequence[str | None] | None = None, patient: str | None = None,
+                message: str | None = None, types: Sequence[str] | None = None) -> None:
+        """Write the AuditEvent(s) of what this transaction did: ``patients`` (aligned with
+        ``ids``) says whose record each resource is in; a Patient is its own record. ``types``,
+        aligned with ids too, when they are not all ``resource_type``."""
+        if patients is None:
+            patients = ids if resource_type == "Patient" and types is None else (None,) * len(ids)
+        kinds = types or (resource_type or "",) * len(ids)
+        entities = tuple(zip(kinds, ids, patients, strict=True))
         self.audit.record(self.conn, self.principal,
-                          AuditRecord(interaction, outcome, resource_type, ids, query))
+                          AuditRecord(interaction, outcome, resource_type, ids, query, entities=entities,
+                                      patient=patient, message=message), self.trail)
 
     # -- reads --------------------------------------------------------------------------------
     def _current(self, resource_type: str, rid: str) -> Stored | None:
@@ -191,7 +206,8 @@ class Repository:
             row = self.conn.execute(SELECT_CURRENT, {"rt": resource_type, "rid": rid}).first()
         if row is None:
             return None
-        return Stored(resource_type, rid, row.version, row.last_updated, bool(row.deleted), row.content)
+        return Stored(resource_type, rid, row.version, row.last_updated, bool(row.deleted), row.content,
+                      patient_id=row.patient_id)
 
     def _current_filtered(self, predicate: ColumnElement[bool], resource_type: str, rid: str) -> Any:
         """The read by id under a policy predicate, on the hot path of every professional's read:
@@ -203,7 +219,7 @@ class Repository:
         entry = _FILTERED_READS.get(key)
         if entry is None or entry[0] is not predicate:
             t = resources.c
-            stmt = select(t.version, t.last_updated, t.deleted, t.content).where(
+            stmt = select(t.version, t.last_updated, t.deleted, t.content, t.patient_id).where(
                 t.res_type == bindparam("rt"), t.res_id == bindparam("rid"), predicate)
             compiled = stmt.compile(dialect=dialect)
             if len(_FILTERED_READS) > 4096:
@@ -224,14 +240,14 @@ class Repository:
             raise NotFound(f"{resource_type}/{rid} is not known")
         if cur.deleted:
             raise Gone(f"{resource_type}/{rid} was deleted")
-        self._record("read", resource_type, (rid,))
+        self._record("read", resource_type, (rid,), patients=(cur.patient_id,))
         return self.present([cur])[0]
 
     def vread(self, resource_type: str, rid: str, version: int) -> Stored:
         check_type(resource_type)
         t = resource_versions.c
         row = self.conn.execute(
-            select(t.version, t.last_updated, t.content)
+            select(t.version, t.last_updated, t.content, t.patient_id)
             .where(t.res_type == resource_type, t.res_id == rid, t.version == version,
                    *self.visible(resource_type, resource_versions))
         ).first()
@@ -239,8 +255,9 @@ class Repository:
             raise NotFound(f"{resource_type}/{rid}/_history/{version} is not known")
         if row.content is None:
             raise Gone(f"{resource_type}/{rid} version {version} is a deletion")
-        self._record("vread", resource_type, (rid,))
-        found = Stored(resource_type, rid, row.version, row.last_updated, False, row.content)
+        self._record("vread", resource_type, (rid,), patients=(row.patient_id,))
+        found = Stored(resource_type, rid, row.version, row.last_updated, False, row.content,
+                       patient_id=row.patient_id)
         return self.present([found])[0]
 
     def read_many(self, keys: list[tuple[str, str]]) -> list[Stored]:
@@ -255,13 +272,13 @@ class Repository:
         for rtype, ids in by_type.items():
             for chunk in range(0, len(ids), 500):
                 rows = self.conn.execute(
-                    select(t.res_id, t.version, t.last_updated, t.content)
+                    select(t.res_id, t.version, t.last_updated, t.content, t.patient_id)
                     .where(t.res_type == rtype, t.res_id.in_(ids[chunk:chunk + 500]),
                            t.deleted.is_(False), *self.visible(rtype))
                 )
                 for r in rows:
                     found[(rtype, r.res_id)] = Stored(rtype, r.res_id, r.version, r.last_updated,
-                                                      False, r.content)
+                                                      False, r.content, patient_id=r.patient_id)
         return [found[k] for k in dict.fromkeys(keys) if k in found]
 
     # -- writes -------------------------------------------------------------------------------
@@ -369,7 +386,7 @@ class Repository:
             "res_type": rtype, "res_id": rid, "version": 1, "last_updated": when, "method": "POST",
             "patient_id": patient, "content": content}])
         self._after_write(rtype, resource, patient, succeeds, attrs)
-        self._record("create", rtype, (rid,))
+        self._record("create", rtype, (rid,), patients=(patient,))
         return Stored(rtype, rid, 1, when, False, content)
 
     # -- access attributes (carnet.policy.attributes) -----------------------------------------
@@ -477,7 +494,7 @@ class Repository:
             self.policy.after_write(self, resource_type, None, previous["patient_id"], previous,
                                     NO_ATTRIBUTES)
         self._after_write(resource_type, resource, patient, previous, attrs)
-        self._record(interaction, resource_type, (rid,))
+        self._record(interaction, resource_type, (rid,), patients=(patient,))
         return Stored(resource_type, rid, version, when, False, content), cur is None
 
     def _insert_new(self, rtype: str, rid: str, when: int, patient: str | None, content: bytes,
@@ -517,7 +534,7 @@ class Repository:
         self.policy.after_write(self, resource_type, None, cur.patient_id, {
             "patient_id": cur.patient_id, "doc_type": cur.doc_type, "visibility": cur.visibility,
             "author": cur.author}, NO_ATTRIBUTES)
-        self._record("delete", resource_type, (rid,))
+        self._record("delete", resource_type, (rid,), patients=(cur.patient_id,))
         return Stored(resource_type, rid, version, when, True, None)
 
     # -- history ------------------------------------------------------------------------------
@@ -539,7 +556,7 @@ class Repository:
         if snapshot is not None:
             where.append(t.last_updated <= snapshot)
         cond = and_(*where) if where else None
-        stmt = select(t.res_type, t.res_id, t.version, t.last_updated, t.method, t.content)
+        stmt = select(t.res_type, t.res_id, t.version, t.last_updated, t.method, t.content, t.patient_id)
         if cond is not None:
             stmt = stmt.where(cond)
         rows = self.conn.execute(
@@ -551,7 +568,9 @@ class Repository:
                                                   *self.visible(resource_type))).first()
             if exists is None:
                 raise NotFound(f"{resource_type}/{rid} is not known")
-        self._record("history", resource_type, (rid,) if rid else ())
         out = [Stored(r.res_type, r.res_id, r.version, r.last_updated, r.method == "DELETE", r.content,
-                      r.method) for r in rows[:count]]
+                      r.method, r.patient_id) for r in rows[:count]]
+        shown = list({(s.resource_type, s.id): s for s in out}.values())
+        self._record("history", resource_type, tuple(s.id for s in shown),
+                     patients=[s.patient_id for s in shown], types=[s.resource_type for s in shown])
         return self.present(out), len(rows)

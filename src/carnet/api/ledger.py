@@ -1,0 +1,144 @@
+"""The transparency log over HTTP (``/ledger``), in the shapes Certificate Transparency-style
+verifiers expect.
+
+Public, without an account: the latest signed checkpoint, the verifier key, the list of past
+checkpoints, inclusion and consistency proofs (hashes only: they say nothing about anyone). The
+entries themselves are AuditEvents that name patients and professionals: they are served to
+operators and auditors (operator or system tokens; in development mode, the open principal) — a
+patient reads their own through ``/fhir/AuditEvent`` and its ``$inclusion-proof``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from sqlalchemy import Engine, select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from carnet.api.auth import principal_from
+from carnet.auth.principal import Kind
+from carnet.db.tables import audit_events
+from carnet.errors import CarnetError, Forbidden, Invalid, NotFound
+from carnet.fhir.router import status_of
+from carnet.ledger.merkle import consistency_proof, inclusion_proof
+from carnet.ledger.store import DbNodes, checkpoints, index_of_hash, latest_checkpoint, tree_size
+
+MAX_ENTRIES = 1000  # per call of /ledger/entries
+NOTE_TYPE = "text/plain; charset=utf-8"
+
+
+def _error(exc: CarnetError, status: int) -> Response:
+    return JSONResponse({"error": exc.message}, status_code=status)
+
+
+def _int(request: Request, name: str) -> int:
+    value = request.query_params.get(name)
+    if value is None or not value.isdigit() or len(value) > 19:
+        raise Invalid(f"'{name}' must be a whole number / « {name} » doit être un entier positif")
+    return int(value)
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def _checkpoint(request: Request) -> Response:
+    with _engine(request).connect() as conn:
+        found = latest_checkpoint(conn)
+    if found is None:
+        raise NotFound("the log has no checkpoint yet / le journal n'a pas encore de point de contrôle")
+    return PlainTextResponse(found.note, media_type=NOTE_TYPE, headers={"cache-control": "no-cache"})
+
+
+def _checkpoints(request: Request) -> Response:
+    after = _int(request, "after") if "after" in request.query_params else -1
+    with _engine(request).connect() as conn:
+        found = checkpoints(conn, after, 1000)
+    return JSONResponse({"checkpoints": [{"size": c.size, "note": c.note} for c in found]})
+
+
+def _size_for(conn: Any, size: int) -> None:
+    current = latest_checkpoint(conn)
+    if current is None or size > current.size or size < 1:
+        raise NotFound(f"no checkpoint covers size {size} / "
+                       f"aucun point de contrôle ne couvre la taille {size}")
+
+
+def _inclusion(request: Request) -> Response:
+    size = _int(request, "size")
+    with _engine(request).connect() as conn:
+        _size_for(conn, size)
+        if "hash" in request.query_params:
+            try:
+                digest = base64.b64decode(request.query_params["hash"], validate=True)
+            except (binascii.Error, ValueError):
+                raise Invalid("'hash' must be base64 / « hash » doit être en base64") from None
+            found = index_of_hash(conn, digest)
+            if found is None:
+                raise NotFound("no leaf has this hash / aucune feuille n'a cette empreinte")
+            index = int(found)
+        else:
+            index = _int(request, "index")
+        if index >= size:
+            raise Invalid(f"index {index} is not below size {size} / l'index doit être inférieur à la taille")
+        hashes = inclusion_proof(DbNodes(conn), index, size)
+    return JSONResponse({"index": index, "size": size,
+                         "hashes": [base64.b64encode(h).decode() for h in hashes]})
+
+
+def _consistency(request: Request) -> Response:
+    old, new = _int(request, "old"), _int(request, "new")
+    if old > new:
+        raise Invalid("'old' must not exceed 'new' / « old » ne doit pas dépasser « new »")
+    with _engine(request).connect() as conn:
+        _size_for(conn, new)
+        hashes = consistency_proof(DbNodes(conn), old, new) if old else []
+    return JSONResponse({"old": old, "new": new, "hashes": [base64.b64encode(h).decode() for h in hashes]})
+
+
+def _entries(request: Request) -> Response:
+    who = principal_from(request)
+    if who.kind not in (Kind.SYSTEM, Kind.OPERATOR) and "auditor" not in who.roles:
+        raise Forbidden("the entries are for operators and auditors / les entrées sont réservées aux "
+                        "opérateurs et auditeurs")
+    start, end = _int(request, "start"), _int(request, "end")
+    if end <= start:
+        raise Invalid("'end' must be greater than 'start' / « end » doit dépasser « start »")
+    end = min(end, start + MAX_ENTRIES)
+    t = audit_events.c
+    with _engine(request).connect() as conn:
+        end = min(end, tree_size(conn))
+        rows = conn.execute(select(t.leaf_index, t.content).where(t.leaf_index >= start, t.leaf_index < end)
+                            .order_by(t.leaf_index)).all()
+    b64 = base64.b64encode
+    return JSONResponse({"entries": [{"index": r.leaf_index, "data": b64(bytes(r.content)).decode()}
+                                     for r in rows]})
+
+
+def _key(request: Request) -> Response:
+    return PlainTextResponse(request.app.state.fhir.ledger_key + "\n", media_type=NOTE_TYPE)
+
+
+def _endpoint(view: Any) -> Any:
+    async def endpoint(request: Request) -> Response:
+        try:
+            response: Response = await run_in_threadpool(view, request)
+            return response
+        except CarnetError as exc:
+            return _error(exc, status_of(exc))
+    return endpoint
+
+
+def routes() -> list[Route]:
+    return [Route("/ledger/checkpoint", _endpoint(_checkpoint)),
+            Route("/ledger/checkpoints", _endpoint(_checkpoints)),
+            Route("/ledger/key", _endpoint(_key)),
+            Route("/ledger/proof/inclusion", _endpoint(_inclusion)),
+            Route("/ledger/proof/consistency", _endpoint(_consistency)),
+            Route("/ledger/entries", _endpoint(_entries))]

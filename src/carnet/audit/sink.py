@@ -1,0 +1,72 @@
+"""The audit sink that feeds the transparency log: AuditEvents become rows of ``audit_events``,
+queued there for the sequencer (:mod:`carnet.ledger.sequencer`) in the transaction they record.
+
+Where the transaction can write (every PostgreSQL transaction; SQLite write transactions) the
+rows go in with the change. A SQLite read transaction holds no write lock, so the rows of a read
+wait in the request's trail and the router writes them through the group committer before the
+response leaves: many reads' audit rows share one commit. Denials and failures always wait in the
+trail: their transaction is rolled back, the record of the attempt must not be.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert
+
+from carnet.audit import AuditRecord
+from carnet.audit.events import agent_of, build_events, canonical
+from carnet.auth.principal import Principal
+from carnet.db.engine import committer, write_lock
+from carnet.db.tables import audit_events
+from carnet.fhir.values import now_us
+
+INSERT = insert(audit_events)
+
+
+class LedgerAudit:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sqlite = engine.dialect.name == "sqlite"
+
+    def rows(self, principal: Principal, entry: AuditRecord) -> list[dict[str, Any]]:
+        when = now_us()
+        agent = agent_of(principal)[:128]
+        return [{"id": event["id"], "recorded": when, "patient_id": patient, "agent": agent,
+                 "action": event["action"], "subtype": entry.interaction[:32], "outcome": entry.outcome,
+                 "content": canonical(event)}
+                for patient, event in build_events(principal, entry, when)]
+
+    def _writable(self, conn: Connection) -> bool:
+        return not self.sqlite or bool(conn.get_execution_options().get("carnet_write"))
+
+    def record(self, conn: Connection | None, principal: Principal, entry: AuditRecord,
+               later: list[dict[str, Any]] | None = None) -> None:
+        rows = self.rows(principal, entry)
+        if later is not None and (entry.outcome != 0 or conn is None or not self._writable(conn)):
+            later.extend(rows)
+        elif conn is not None and self._writable(conn):
+            conn.execute(INSERT, rows)
+        else:
+            self.write(rows)
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        """Write rows in a transaction of their own (a read's or a failure's trail)."""
+        if not rows:
+            return
+
+        def work(conn: Connection) -> None:
+            conn.execute(INSERT, rows)
+
+        group = committer(self.engine) if self.sqlite else None
+        if group is not None:
+            group.run(work)
+            return
+        with write_lock(self.engine), self.engine.connect() as conn:
+            conn.execution_options(carnet_write=True)
+            with conn.begin():
+                work(conn)
+
+    def record_now(self, principal: Principal, entry: AuditRecord) -> None:
+        """Record something done outside any FHIR transaction (a sign-in, a command of the operator)."""
+        self.write(self.rows(principal, entry))

@@ -1,0 +1,58 @@
+"""The log's signing key (Ed25519) and its name (the checkpoint origin).
+
+The key is a PEM file in the keys folder, created once (atomically, so that concurrent workers end
+up with the same key); every server process of a deployment must be given the same file. Its
+public half is published at ``/ledger/key`` in the signed-note verifier key format.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from carnet.config import Settings
+from carnet.ledger.note import NoteSigner
+
+KEY_FILE = "ledger-ed25519.pem"
+
+
+def origin_of(settings: Settings) -> str:
+    """The log's origin line: the configured one, else ``<host[:port]>/ledger`` of the base URL."""
+    if settings.ledger_origin:
+        return settings.ledger_origin
+    parts = urlsplit(settings.public_base_url)
+    return f"{parts.netloc}{parts.path.rstrip('/')}/ledger"
+
+
+def _create(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, pem)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # another process created it first: theirs wins
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
+def load_signer(settings: Settings) -> NoteSigner:
+    path = settings.ledger_key_file or settings.keys_path / KEY_FILE
+    if not path.exists():
+        _create(path)
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise RuntimeError(f"the ledger key {path.name} is not an Ed25519 private key")
+    return NoteSigner(origin_of(settings), key)

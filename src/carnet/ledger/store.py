@@ -1,0 +1,107 @@
+"""The Merkle log in the database: tree nodes, leaves and checkpoints (tables ``ledger_nodes``,
+``audit_events``, ``ledger_checkpoints``).
+
+Complete nodes never change once written, so a process keeps the ones it has read in a bounded
+cache: the upper levels of the tree, shared by every proof, are read from the database once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, select, tuple_
+
+from carnet.db.tables import audit_events, ledger_checkpoints, ledger_nodes
+
+CACHE_MAX = 200_000  # nodes (32 bytes each, ~25 MB with the dict's overhead)
+_cache: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _cache_key(conn: Connection) -> str:
+    return str(conn.engine.url)
+
+
+class DbNodes:
+    """:class:`carnet.ledger.merkle.NodeReader` over ``ledger_nodes``: one query for every node
+    a proof needs that the cache does not hold."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.key = _cache_key(conn)
+
+    def nodes(self, wanted: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        found: dict[tuple[int, int], bytes] = {}
+        missing = []
+        with _cache_lock:
+            for h, i in wanted:
+                got = _cache.get((self.key, h, i))
+                if got is None:
+                    missing.append((h, i))
+                else:
+                    found[(h, i)] = got
+        t = ledger_nodes.c
+        for start in range(0, len(missing), 500):
+            chunk = missing[start:start + 500]
+            rows = self.conn.execute(select(t.height, t.idx, t.hash).where(
+                tuple_(t.height, t.idx).in_(chunk))).all()
+            with _cache_lock:
+                for r in rows:
+                    found[(r.height, r.idx)] = bytes(r.hash)
+                    _cache[(self.key, r.height, r.idx)] = bytes(r.hash)
+                while len(_cache) > CACHE_MAX:
+                    _cache.popitem(last=False)
+        absent = [w for w in wanted if w not in found]
+        if absent:
+            raise LookupError(f"the log has no node {absent[0]}: it is smaller than asked")
+        return found
+
+
+def forget_cached_nodes() -> None:
+    """Empty the node cache (a test that rewrites the tables under a running process)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def tree_size(conn: Connection) -> int:
+    """How many leaves the log holds (the next leaf's index)."""
+    last = conn.execute(select(func.max(audit_events.c.leaf_index))).scalar()
+    return 0 if last is None else int(last) + 1
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    created_at: int
+    note: str
+
+
+def latest_checkpoint(conn: Connection) -> StoredCheckpoint | None:
+    t = ledger_checkpoints.c
+    row = conn.execute(select(t.size, t.root, t.created_at, t.note).order_by(t.size.desc()).limit(1)).first()
+    return None if row is None else StoredCheckpoint(row.size, bytes(row.root), row.created_at, row.note)
+
+
+def checkpoints(conn: Connection, after: int = -1, limit: int = 1000) -> list[StoredCheckpoint]:
+    """Stored checkpoints of sizes greater than ``after``, smallest first."""
+    t = ledger_checkpoints.c
+    rows = conn.execute(select(t.size, t.root, t.created_at, t.note).where(t.size > after)
+                        .order_by(t.size).limit(limit)).all()
+    return [StoredCheckpoint(r.size, bytes(r.root), r.created_at, r.note) for r in rows]
+
+
+def leaf_at(conn: Connection, index: int) -> tuple[str, bytes] | None:
+    """(audit event id, leaf bytes) of the leaf at ``index``."""
+    row = conn.execute(select(audit_events.c.id, audit_events.c.content)
+                       .where(audit_events.c.leaf_index == index)).first()
+    return None if row is None else (row.id, bytes(row.content))
+
+
+def index_of_hash(conn: Connection, leaf_hash: bytes) -> int | None:
+    """The index of the leaf whose hash this is (the log's own record of it, height 0)."""
+    t = ledger_nodes.c
+    return conn.execute(select(t.idx).where(t.height == 0, t.hash == leaf_hash).limit(1)).scalar()
