@@ -26,6 +26,8 @@ from carnet.config import Settings
 from carnet.db.engine import make_engine
 from carnet.db.migrate import upgrade
 from carnet.db.tables import metadata
+from carnet.ledger.sequencer import LOCK_KEY
+from carnet.ledger.store import forget_cached_nodes
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PG_ADMIN_URL = os.environ.get("CARNET_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -57,10 +59,13 @@ class Backend:
         upgrade(self.engine)
 
     def clean(self) -> None:
+        forget_cached_nodes()  # the log's tree is emptied: the nodes a process remembers no longer hold
         with self.engine.connect().execution_options(carnet_write=True) as conn, conn.begin():
             # habilitation_types is reference data the app writes at start (the access matrix)
             names = [t.name for t in reversed(metadata.sorted_tables) if t.name != "habilitation_types"]
             if self.name == "postgresql":
+                # the server's sequencer takes its lock first: holding it, TRUNCATE cannot deadlock with it
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
                 conn.execute(text("TRUNCATE " + ", ".join(names)))
             else:
                 for name in names:

@@ -82,8 +82,8 @@ class Settings(BaseSettings):
         True, description="record every access and change as an AuditEvent in the transparency log "
         "(off only to measure what auditing costs; refused in production mode)")
     ledger_origin: str = Field(
-        "", description="the log's name, first line of its checkpoints; default <host[:port]>/ledger of the "
-        "base URL")
+        "", description="the log's name, first line of its checkpoints (it must never change); default "
+        "<host[:port]>/ledger of CARNET_BASE_URL, else carnet.localhost/ledger")
     ledger_key_file: Path | None = Field(
         None, description="Ed25519 private key (PEM) that signs checkpoints and journals; default "
         "<keys>/ledger-ed25519.pem, created on first use")

@@ -11,6 +11,7 @@ import click
 from carnet.cli.clients import account_group, client_group
 from carnet.cli.identity import identity_group
 from carnet.cli.keys import blobs_group, keys_group
+from carnet.cli.ledger import ledger_group, verify, verify_proof
 from carnet.cli.policy import policy_group
 from carnet.config import Mode, Settings, describe
 
@@ -213,6 +214,9 @@ main.add_command(policy_group)
 main.add_command(blobs_group)
 main.add_command(client_group)
 main.add_command(account_group)
+main.add_command(verify)
+main.add_command(verify_proof)
+main.add_command(ledger_group)
 
 if __name__ == "__main__":
     main()

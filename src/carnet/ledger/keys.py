@@ -21,12 +21,19 @@ from carnet.ledger.note import NoteSigner
 KEY_FILE = "ledger-ed25519.pem"
 
 
+DEFAULT_ORIGIN = "carnet.localhost/ledger"
+
+
 def origin_of(settings: Settings) -> str:
-    """The log's origin line: the configured one, else ``<host[:port]>/ledger`` of the base URL."""
+    """The log's origin line: the configured one, else ``<host[:port]>/ledger`` of the configured
+    base URL, else a fixed name. Never derived from the port a server happens to listen on: every
+    checkpoint of a log must carry the same origin for as long as the log lives."""
     if settings.ledger_origin:
         return settings.ledger_origin
-    parts = urlsplit(settings.public_base_url)
-    return f"{parts.netloc}{parts.path.rstrip('/')}/ledger"
+    if settings.base_url:
+        parts = urlsplit(settings.base_url)
+        return f"{parts.netloc}{parts.path.rstrip('/')}/ledger"
+    return DEFAULT_ORIGIN
 
 
 def _create(path: Path) -> None:

@@ -54,6 +54,7 @@ class Sequencer:
         self.checkpoint_us = int(checkpoint_seconds * 1_000_000)
         self.postgres = engine.dialect.name == "postgresql"
         self._edge: Appender | None = None  # the tree's right edge after the last run's commit
+        self._last_leaf: bytes | None = None  # and the hash of its last leaf
         self._guard = threading.Lock()
 
     # -- one run ---------------------------------------------------------------------------------
@@ -63,6 +64,7 @@ class Sequencer:
         with self._guard:
             progress = Progress()
             edge_after: list[Appender] = []
+            self._pending_last: bytes | None = None
 
             def work(conn: Connection) -> Progress:
                 if self.postgres:
@@ -80,6 +82,7 @@ class Sequencer:
                 self._edge = None  # the edge in memory may be ahead of the rolled-back tree
                 raise
             self._edge = edge_after[0]
+            self._last_leaf = self._pending_last
             return progress
 
     def drain(self, *, checkpoint: bool = True) -> Progress:
@@ -110,9 +113,14 @@ class Sequencer:
                 work(conn)
 
     def _load_edge(self, conn: Connection) -> Appender:
+        """The tree's right edge: the one kept from the last run when the tree is still the one it
+        left (same size, same last leaf), else rebuilt from the stored nodes."""
         size = tree_size(conn)
+        last = None if size == 0 else conn.execute(select(ledger_nodes.c.hash).where(
+            ledger_nodes.c.height == 0, ledger_nodes.c.idx == size - 1)).scalar()
+        self._pending_last = None if last is None else bytes(last)
         edge = self._edge
-        if edge is not None and edge.size == size:
+        if edge is not None and edge.size == size and self._pending_last == self._last_leaf:
             return edge
         return Appender.from_nodes(size, DbNodes(conn))
 
@@ -121,11 +129,14 @@ class Sequencer:
         if not rows:
             return 0
         seqs, idxs, nodes = [], [], []
+        digest = b""
         for row in rows:
             idxs.append(edge.size)
             seqs.append(row.seq)
-            for height, idx, digest in edge.append(leaf_hash(bytes(row.content))):
-                nodes.append({"height": height, "idx": idx, "hash": digest})
+            digest = leaf_hash(bytes(row.content))
+            for height, idx, node in edge.append(digest):
+                nodes.append({"height": height, "idx": idx, "hash": node})
+        self._pending_last = digest or self._pending_last
         if self.postgres:
             conn.execute(PG_SET_INDEX, {"seqs": seqs, "idxs": idxs})
         else:

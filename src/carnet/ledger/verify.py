@@ -1,0 +1,255 @@
+"""Checking a log: ``carnet verify`` (a whole log) and ``carnet verify-proof`` (one entry).
+
+A whole log is checked from its leaves up, trusting nothing but the verifier key:
+
+1. every stored checkpoint's signature, with the key given (never one read from the log itself);
+2. the leaves in index order: indices 0, 1, 2... without a gap or a repeat, each leaf's hash equal
+   to the hash the sequencer recorded for that index when it sequenced it — an edited, deleted,
+   inserted or reordered audit row shows at its own index;
+3. the tree recomputed from the leaves: its root at each checkpoint's size equals that
+   checkpoint's signed root, so the recorded hashes cannot have been rewritten to match;
+4. each checkpoint consistent with the one before it (an RFC 9162 consistency proof).
+
+The first problem found is named with its index. The same checks run against a database
+(``--data``) or a server (``--url``: its public checkpoints and proofs, and the entries an
+auditor's token may read).
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from carnet.db.tables import audit_events, ledger_checkpoints, ledger_nodes
+from carnet.ledger.merkle import Appender, consistency_proof, leaf_hash, verify_consistency, verify_inclusion
+from carnet.ledger.note import NoteError, NoteVerifier, parse_checkpoint
+from carnet.ledger.store import DbNodes
+
+FETCH = 5000
+
+
+@dataclass
+class Problem:
+    index: int | None  # the first leaf concerned; None for a checkpoint-level problem
+    what: str
+
+    def __str__(self) -> str:
+        return f"index {self.index}: {self.what}" if self.index is not None else self.what
+
+
+@dataclass
+class Report:
+    leaves: int = 0
+    checkpoints: int = 0
+    unsigned: int = 0  # leaves after the last checkpoint: sequenced, not yet covered by a signature
+    seconds: float = 0.0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def rate(self) -> float:
+        return self.leaves / self.seconds if self.seconds else 0.0
+
+
+@dataclass(frozen=True)
+class SignedSize:
+    size: int
+    root: bytes
+
+
+def check_checkpoints(notes: Iterable[tuple[int, bytes | None, str]], verifier: NoteVerifier,
+                      origin: str | None, report: Report) -> list[SignedSize]:
+    """The checkpoints whose signature verifies, smallest first; a forged or mismatched one is a
+    problem. ``notes`` yields (stored size, stored root or None, note)."""
+    good: list[SignedSize] = []
+    for size, stored_root, note in notes:
+        report.checkpoints += 1
+        try:
+            cp = parse_checkpoint(verifier.verify(note))
+        except NoteError as exc:
+            report.problems.append(Problem(None, f"checkpoint of size {size}: {exc}"))
+            continue
+        if origin is not None and cp.origin != origin:
+            report.problems.append(Problem(None, f"checkpoint of size {size}: origin {cp.origin!r}, "
+                                                 f"expected {origin!r}"))
+            continue
+        if cp.size != size or (stored_root is not None and cp.root != stored_root):
+            report.problems.append(Problem(None, f"checkpoint of size {size}: its stored size or root "
+                                                 "differs from what is signed"))
+            continue
+        good.append(SignedSize(cp.size, cp.root))
+    return good
+
+
+def check_leaves(rows: Iterator[tuple[int, bytes, bytes | None]], signed: list[SignedSize],
+                 report: Report, *, locate: Callable[[bytes], int | None] | None = None) -> Appender:
+    """Walk the leaves in index order: (index, leaf bytes, hash recorded for the index or None)."""
+    tree = Appender()
+    targets = iter(signed)
+    target = next(targets, None)
+    first_bad = None
+    covered = 0  # leaves under the last checkpoint matched
+
+    def problem(index: int, what: str) -> None:
+        nonlocal first_bad
+        report.problems.append(Problem(index, what))
+        if first_bad is None:
+            first_bad = index
+
+    for index, data, recorded in rows:
+        expected = tree.size
+        if index < expected:
+            problem(index, "a second audit row holds this index (an inserted row)")
+            continue
+        if index > expected:
+            problem(expected, f"no audit row holds this index (deleted: the next row is index {index})")
+            break
+        digest = leaf_hash(data)
+        if recorded is not None and digest != recorded:
+            other = locate(digest) if locate is not None else None
+            if other is not None and other != index:
+                problem(index, f"the row holds the entry sequenced at index {other} (rows reordered, "
+                               "or deleted and renumbered)")
+            else:
+                problem(index, "the row is not what was sequenced at this index (an edited row, or a row "
+                               "inserted here)")
+            break
+        tree.append(digest)
+        while target is not None and target.size == tree.size:
+            if tree.root() != target.root:  # rows and their recorded hashes both rewritten
+                problem(covered, f"an entry from index {covered} to {index} was changed: the tree does not "
+                                 f"match the signed checkpoint of size {target.size}")
+                return tree
+            covered = target.size
+            target = next(targets, None)
+    report.leaves = tree.size
+    if first_bad is None and target is not None:
+        report.problems.append(Problem(tree.size, f"the signed checkpoint of size {target.size} covers "
+                                                  f"leaves the log does not hold (it ends at {tree.size})"))
+    last = signed[-1].size if signed else 0
+    report.unsigned = max(tree.size - last, 0)
+    return tree
+
+
+def check_consistency(signed: list[SignedSize], proof: Callable[[int, int], list[bytes]],
+                      report: Report) -> None:
+    for old, new in itertools.pairwise(signed):
+        if not verify_consistency(old.size, new.size, old.root, new.root, proof(old.size, new.size)):
+            report.problems.append(Problem(None, f"the checkpoint of size {new.size} is not consistent "
+                                                 f"with the one of size {old.size}"))
+
+
+def verify_database(engine: Engine, verifier: NoteVerifier, origin: str | None = None) -> Report:
+    report = Report()
+    started = time.perf_counter()
+    c, a, n = ledger_checkpoints.c, audit_events.c, ledger_nodes.c
+    with engine.connect() as conn:
+        notes = [(r.size, bytes(r.root), r.note) for r in
+                 conn.execute(select(c.size, c.root, c.note).order_by(c.size))]
+        signed = check_checkpoints(notes, verifier, origin, report)
+        if report.problems:
+            report.seconds = time.perf_counter() - started
+            return report
+        stmt = (select(a.leaf_index, a.content, n.hash)
+                .outerjoin(ledger_nodes, (n.height == 0) & (n.idx == a.leaf_index))
+                .where(a.leaf_index.is_not(None)).order_by(a.leaf_index))
+        streamed = conn.execution_options(stream_results=True, yield_per=FETCH).execute(stmt)
+
+        def rows() -> Iterator[tuple[int, bytes, bytes | None]]:
+            for r in streamed:  # a row edited by hand may hold text where bytes were
+                data = r[1].encode() if isinstance(r[1], str) else bytes(r[1])
+                yield r[0], data, None if r[2] is None else bytes(r[2])
+
+        with engine.connect() as lookups:
+            def locate(digest: bytes) -> int | None:
+                found = lookups.execute(select(n.idx).where(n.height == 0, n.hash == digest)).scalar()
+                return None if found is None else int(found)
+
+            check_leaves(rows(), signed, report, locate=locate)
+        streamed.close()
+        if not report.problems:
+            check_consistency(signed, lambda old, new: consistency_proof(DbNodes(conn), old, new), report)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def verify_server(get: Callable[[str], Any], verifier: NoteVerifier, origin: str | None = None,
+                  chunk: int = 1000) -> Report:
+    """The same checks through a server's ``/ledger`` endpoints; ``get(path)`` returns parsed JSON."""
+    report = Report()
+    started = time.perf_counter()
+    notes: list[tuple[int, bytes | None, str]] = []
+    after = -1
+    while True:
+        page = get(f"/ledger/checkpoints?after={after}")["checkpoints"]
+        if not page:
+            break
+        notes += [(int(p["size"]), None, p["note"]) for p in page]
+        after = notes[-1][0]
+    signed = check_checkpoints(notes, verifier, origin, report)
+    if report.problems or not signed:
+        report.seconds = time.perf_counter() - started
+        return report
+    end = signed[-1].size
+
+    def rows() -> Iterator[tuple[int, bytes, bytes | None]]:
+        for start in range(0, end, chunk):
+            for e in get(f"/ledger/entries?start={start}&end={min(start + chunk, end)}")["entries"]:
+                yield int(e["index"]), base64.b64decode(e["data"]), None
+
+    check_leaves(rows(), signed, report)
+    if not report.problems:
+        def proof(old: int, new: int) -> list[bytes]:
+            got = get(f"/ledger/proof/consistency?old={old}&new={new}")
+            return [base64.b64decode(h) for h in got["hashes"]]
+
+        check_consistency(signed, proof, report)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+# -- one entry ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EntryProof:
+    leaf: bytes
+    index: int
+    size: int
+    hashes: list[bytes]
+    checkpoint: str  # the signed note
+
+
+def entry_proof_from_parameters(params: dict[str, Any]) -> EntryProof:
+    """Read what ``AuditEvent/{id}/$inclusion-proof`` answers (a FHIR Parameters resource)."""
+    if params.get("resourceType") != "Parameters":
+        raise ValueError("expected the Parameters answered by $inclusion-proof")
+    values: dict[str, list[Any]] = {}
+    for p in params.get("parameter") or []:
+        value = next((v for k, v in p.items() if k.startswith("value")), None)
+        values.setdefault(p.get("name"), []).append(value)
+    try:
+        return EntryProof(base64.b64decode(values["leaf"][0], validate=True), int(values["index"][0]),
+                          int(values["size"][0]),
+                          [base64.b64decode(h, validate=True) for h in values.get("hash", [])],
+                          values["checkpoint"][0])
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ValueError(f"the proof is incomplete or malformed ({exc})") from None
+
+
+def verify_entry(proof: EntryProof, verifier: NoteVerifier) -> str:
+    """Check one entry offline: the checkpoint's signature, then the leaf's inclusion under its
+    root. Returns a one-line account; raises ValueError naming what failed."""
+    cp = parse_checkpoint(verifier.verify(proof.checkpoint))
+    if cp.size != proof.size:
+        raise ValueError(f"the proof is for size {proof.size}, the checkpoint is of size {cp.size}")
+    if not verify_inclusion(leaf_hash(proof.leaf), proof.index, proof.size, proof.hashes, cp.root):
+        raise ValueError(f"the entry is not at index {proof.index} of the tree the checkpoint signs")
+    return f"entry {proof.index} is in the log {cp.origin} of size {cp.size}, signed by {verifier.name}"
