@@ -174,7 +174,7 @@ def test_an_entry_of_my_history_is_proved_in_the_signed_log(world: World, tmp_pa
     assert world.sees(gp, f"DocumentReference/{doc}")
     settings = world.fhir.backend.settings
     signer = load_signer(settings)
-    event = [e for e in about(history(world, alice), f"DocumentReference/{doc}") if agent(e) == gp.ref][0]
+    event = next(e for e in about(history(world, alice), f"DocumentReference/{doc}") if agent(e) == gp.ref)
     with world.client(alice) as c:
         raw = c.get(f"AuditEvent/{event['id']}")
         assert raw.status_code == 200

@@ -146,7 +146,7 @@ class Sequencer:
 
     def _maybe_checkpoint(self, conn: Connection, edge: Appender, force: bool) -> int | None:
         last = latest_checkpoint(conn)
-        if last is not None and last.size >= edge.size:
+        if edge.size == 0 or (last is not None and last.size >= edge.size):
             return None
         now = now_us()
         if not force and last is not None and now - last.created_at < self.checkpoint_us:

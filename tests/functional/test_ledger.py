@@ -1,0 +1,288 @@
+"""The transparency log on both databases: signed checkpoints, proofs from stored nodes, and
+``carnet verify`` catching every edit made behind the server's back (SPEC C5).
+
+The tampering is done the way an administrator with database access would: plain SQL on
+``audit_events``, ``ledger_nodes`` and ``ledger_checkpoints``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import text
+
+from carnet.audit import AuditRecord
+from carnet.audit.sink import LedgerAudit
+from carnet.auth.principal import Kind, Principal
+from carnet.cli.main import main
+from carnet.ledger.keys import load_signer, origin_of
+from carnet.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
+from carnet.ledger.note import NoteSigner, NoteVerifier, format_checkpoint, parse_checkpoint
+from carnet.ledger.sequencer import Sequencer
+from carnet.ledger.verify import verify_database
+from tests.conftest import Backend, LiveServer, _free_port
+
+DOCTOR = Principal(Kind.PRACTITIONER, "10101010101", frozenset({"user/*.rs"}), fhir_user="Practitioner/p1",
+                   profession="10")
+
+
+def add_events(backend: Backend, n: int, patient: str = "pat-1") -> None:
+    sink = LedgerAudit(backend.engine)
+    rows = []
+    for i in range(n):
+        rows += sink.rows(DOCTOR, AuditRecord("read", 0, "DocumentReference", (f"doc-{i}",),
+                                              entities=(("DocumentReference", f"doc-{i}", patient),)))
+    sink.write(rows)
+
+
+@pytest.fixture
+def log(backend: Backend) -> tuple[Backend, Sequencer, NoteVerifier]:
+    """A log of 3 checkpoints (sizes 10, 37, 64), sequenced by the test (the server's own
+    sequencer may run as well: they take turns under the same lock)."""
+    backend.clean()
+    signer = load_signer(backend.settings)
+    sequencer = Sequencer(backend.engine, signer, origin_of(backend.settings))
+    for n in (10, 27, 27):
+        add_events(backend, n)
+        sequencer.drain()
+    return backend, sequencer, NoteVerifier.from_key(signer.verifier_key())
+
+
+def sql(backend: Backend, statement: str, **params: object) -> None:
+    with backend.engine.connect().execution_options(carnet_write=True) as conn, conn.begin():
+        conn.execute(text(statement), params)
+
+
+def first_problem(backend: Backend, verifier: NoteVerifier) -> tuple[int | None, str]:
+    report = verify_database(backend.engine, verifier)
+    assert not report.ok, "the tampering went unnoticed"
+    return report.problems[0].index, report.problems[0].what
+
+
+def test_an_untouched_log_verifies_with_gapless_indices(log: tuple[Backend, Sequencer, NoteVerifier]) -> None:
+    backend, _, verifier = log
+    report = verify_database(backend.engine, verifier)
+    assert report.ok, report.problems
+    assert report.leaves == 64 and report.unsigned == 0
+    with backend.engine.connect() as conn:
+        indices = [r[0] for r in conn.execute(text("SELECT leaf_index FROM audit_events ORDER BY leaf_index"))]
+        sizes = [r[0] for r in conn.execute(text("SELECT size FROM ledger_checkpoints ORDER BY size"))]
+    assert indices == list(range(64))
+    assert sizes[-1] == 64 and len(sizes) >= 3
+
+
+def test_an_edited_row_is_named(log: tuple[Backend, Sequencer, NoteVerifier]) -> None:
+    backend, _, verifier = log
+    sql(backend, "UPDATE audit_events SET content = :c WHERE leaf_index = 41",
+        c=b'{"resourceType":"AuditEvent","action":"R"}')
+    index, what = first_problem(backend, verifier)
+    assert index == 41 and "edited" in what
+
+
+def test_a_deleted_row_is_named(log: tuple[Backend, Sequencer, NoteVerifier]) -> None:
+    backend, _, verifier = log
+    sql(backend, "DELETE FROM audit_events WHERE leaf_index = 12")
+    index, what = first_problem(backend, verifier)
+    assert index == 12 and "deleted" in what
+
+
+def test_a_deleted_and_renumbered_row_is_named(log: tuple[Backend, Sequencer, NoteVerifier]) -> None:
+    backend, _, verifier = log
+    sql(backend, "DELETE FROM audit_events WHERE leaf_index = 12")
+    for i in range(13, 64):  # close the gap, one row at a time (the index is unique)
+        sql(backend, "UPDATE audit_events SET leaf_index = :n WHERE leaf_index = :o", n=i - 1, o=i)
+    index, what = first_problem(backend, verifier)
+    assert index == 12 and "index 13" in what
+
+
+def test_an_inserted_row_is_named(log: tuple[Backend, Sequencer, NoteVerifier]) -> None:
+    backend, _, verifier = log
+    for i in range(63, 29, -1):  # make room at 30
+        sql(backend, "UPDATE audit_events SET leaf_index = :n WHERE leaf_index = :o", n=i + 1, o=i)
+    sql(backend, "INSERT INTO audit_events (id, recorded, patient_id, agent, action, subtype, outcome, "
+                 "leaf_index, content) VALUES ('forged', 0, 'pat-1', 'x', 'R', 'read', 0, 30, :c)",
+        c=b'{"resourceType":"AuditEvent"}')
+    index, what = first_problem(backend, verifier)
+    assert index == 30 and "inserted" in what
+
+
+def test_reordered_rows_are_named(log: tuple[Backend, Sequencer, NoteVerifier]) -> None:
+    backend, _, verifier = log
+    sql(backend, "UPDATE audit_events SET leaf_index = -1 WHERE leaf_index = 50")
+    sql(backend, "UPDATE audit_events SET leaf_index = 50 WHERE leaf_index = 51")
+    sql(backend, "UPDATE audit_events SET leaf_index = 51 WHERE leaf_index = -1")
+    index, what = first_problem(backend, verifier)
+    assert index == 50 and "reordered" in what
+
+
+def test_a_row_and_its_recorded_hash_rewritten_together_break_the_signed_root(
+        log: tuple[Backend, Sequencer, NoteVerifier]) -> None:
+    backend, _, verifier = log
+    forged = b'{"resourceType":"AuditEvent","action":"R","forged":true}'
+    sql(backend, "UPDATE audit_events SET content = :c WHERE leaf_index = 20", c=forged)
+    sql(backend, "UPDATE ledger_nodes SET hash = :h WHERE height = 0 AND idx = 20", h=leaf_hash(forged))
+    index, what = first_problem(backend, verifier)
+    assert index == 10 and "checkpoint of size 37" in what  # between the two checkpoints around it
+
+
+def test_a_forged_checkpoint_signature_is_refused(log: tuple[Backend, Sequencer, NoteVerifier]) -> None:
+    backend, _, verifier = log
+    with backend.engine.connect() as conn:
+        note = conn.execute(text("SELECT note FROM ledger_checkpoints WHERE size = 64")).scalar_one()
+    cp = parse_checkpoint(verifier.verify(note))
+    # same name, another key: the signature line does not verify under the published key
+    other = NoteSigner(cp.origin, Ed25519PrivateKey.generate())
+    sql(backend, "UPDATE ledger_checkpoints SET note = :n WHERE size = 64",
+        n=other.sign(format_checkpoint(cp.origin, 64, cp.root)))
+    index, what = first_problem(backend, verifier)
+    assert index is None and "size 64" in what
+    # and a note whose text was altered after signing (another root) is refused too
+    sql(backend, "UPDATE ledger_checkpoints SET note = :n WHERE size = 64",
+        n=note.replace(base64.b64encode(cp.root).decode(), base64.b64encode(b"\0" * 32).decode()))
+    index, what = first_problem(backend, verifier)
+    assert index is None and "size 64" in what
+
+
+def test_the_command_exits_non_zero_naming_the_index(log: tuple[Backend, Sequencer, NoteVerifier],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    backend, _, _ = log
+    monkeypatch.setenv("CARNET_DATABASE_URL", backend.url)
+    ok = CliRunner().invoke(main, ["verify", "--data", str(backend.settings.data_dir)])
+    assert ok.exit_code == 0, ok.output
+    assert "64 leaves" in ok.output and "the log verifies" in ok.output
+    sql(backend, "UPDATE audit_events SET content = :c WHERE leaf_index = 7", c=b"{}")
+    bad = CliRunner().invoke(main, ["verify", "--data", str(backend.settings.data_dir)])
+    assert bad.exit_code == 1
+    assert "index 7" in bad.output
+
+
+def test_proofs_served_over_http_verify_against_the_published_checkpoint(
+        log: tuple[Backend, Sequencer, NoteVerifier], live: LiveServer) -> None:
+    _, _, verifier = log
+    base = live.url + "/ledger"
+    key = httpx.get(base + "/key").text.strip()
+    assert NoteVerifier.from_key(key).verifier_key() == verifier.verifier_key()
+    cp = parse_checkpoint(verifier.verify(httpx.get(base + "/checkpoint").text))
+    assert cp.size == 64
+    entries = httpx.get(base + "/entries", params={"start": 0, "end": 64}).json()["entries"]
+    assert [e["index"] for e in entries] == list(range(64))
+    for index in (0, 9, 10, 36, 63):
+        r = httpx.get(base + "/proof/inclusion", params={"index": index, "size": 64}).json()
+        assert r["index"] == index and r["size"] == 64
+        proof = [base64.b64decode(h) for h in r["hashes"]]
+        data = base64.b64decode(entries[index]["data"])
+        assert verify_inclusion(leaf_hash(data), index, 64, proof, cp.root)
+        assert not verify_inclusion(leaf_hash(data + b" "), index, 64, proof, cp.root)
+    sizes = [c["size"] for c in httpx.get(base + "/checkpoints").json()["checkpoints"]]
+    notes = {c["size"]: c["note"] for c in httpx.get(base + "/checkpoints").json()["checkpoints"]}
+    old = parse_checkpoint(verifier.verify(notes[sizes[0]]))
+    r = httpx.get(base + "/proof/consistency", params={"old": old.size, "new": 64}).json()
+    assert verify_consistency(old.size, 64, old.root, cp.root, [base64.b64decode(h) for h in r["hashes"]])
+    # bad requests get a clear error, never a 500
+    assert httpx.get(base + "/proof/inclusion", params={"index": 64, "size": 64}).status_code == 400
+    assert httpx.get(base + "/proof/inclusion", params={"index": 1, "size": 65}).status_code == 404
+    assert httpx.get(base + "/proof/inclusion", params={"index": "x", "size": 64}).status_code == 400
+    assert httpx.get(base + "/proof/consistency", params={"old": 9, "new": 3}).status_code == 400
+    assert httpx.get(base + "/entries", params={"start": 5, "end": 5}).status_code == 400
+
+
+def test_entries_are_for_operators_not_for_patients(log: tuple[Backend, Sequencer, NoteVerifier],
+                                                    live: LiveServer) -> None:
+    issuer = live.app.state.issuer
+    patient = issuer.issue(Principal(Kind.PATIENT, "1", frozenset({"patient/*.rs"}), fhir_user="Patient/pat-1"))
+    operator = issuer.issue(Principal(Kind.OPERATOR, "ops", frozenset({"system/*.rs"})))
+    url = live.url + "/ledger/entries?start=0&end=3"
+    assert httpx.get(url, headers={"Authorization": f"Bearer {patient}"}).status_code == 403
+    assert httpx.get(url, headers={"Authorization": f"Bearer {operator}"}).status_code == 200
+    assert httpx.get(url, headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+
+
+def test_verify_against_a_server_with_a_trusted_key(log: tuple[Backend, Sequencer, NoteVerifier],
+                                                    live: LiveServer) -> None:
+    _, _, verifier = log
+    ok = CliRunner().invoke(main, ["verify", "--url", live.url, "--key", verifier.verifier_key()])
+    assert ok.exit_code == 0, ok.output
+    stranger = NoteSigner("carnet.localhost/ledger", Ed25519PrivateKey.generate()).verifier_key()
+    bad = CliRunner().invoke(main, ["verify", "--url", live.url, "--key", stranger])
+    assert bad.exit_code == 1 and "checkpoint" in bad.output
+
+
+def _serve(backend: Backend, port: int, tmp: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CARNET_DATA_DIR": str(backend.settings.data_dir), "CARNET_DATABASE_URL": backend.url,
+           "CARNET_SECRET_KEY": "test-key-not-secret", "CARNET_LEDGER_CHECKPOINT_SECONDS": "0.5"}
+    with (tmp / f"serve-{port}.log").open("wb") as out:  # the child keeps its own descriptor
+        return subprocess.Popen([sys.executable, "-m", "carnet.cli.main", "serve", "--port", str(port)],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the server stopped"
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise AssertionError("the server did not start")
+
+
+def test_two_server_processes_writing_at_once_keep_one_gapless_log(backend: Backend, tmp_path: Path) -> None:
+    backend.clean()
+    ports = [_free_port(), _free_port()]
+    procs = [_serve(backend, port, tmp_path) for port in ports]
+    try:
+        urls = [f"http://127.0.0.1:{p}" for p in ports]
+        for url, proc in zip(urls, procs, strict=True):
+            _wait_up(url, proc)
+        errors: list[str] = []
+
+        def load(url: str, worker: int) -> None:
+            with httpx.Client(base_url=url + "/fhir/", timeout=30) as c:
+                for i in range(40):
+                    r = c.post("Patient", json={"resourceType": "Patient", "name": [{"family": f"W{worker}-{i}"}]})
+                    if r.status_code != 201:
+                        errors.append(r.text)
+                        continue
+                    if c.get(f"Patient/{r.json()['id']}").status_code != 200:
+                        errors.append("read failed")
+
+        threads = [threading.Thread(target=load, args=(urls[w % 2], w)) for w in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors[:3]
+        # both processes sequence; wait until nothing is pending and a checkpoint covers it all
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with backend.engine.connect() as conn:
+                pending = conn.execute(text("SELECT count(*) FROM audit_events WHERE leaf_index IS NULL")).scalar()
+                total = conn.execute(text("SELECT count(*) FROM audit_events")).scalar()
+                signed = conn.execute(text("SELECT max(size) FROM ledger_checkpoints")).scalar()
+            if pending == 0 and signed == total:
+                break
+            time.sleep(0.3)
+        assert pending == 0 and signed == total
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+    assert total >= 6 * 40 * 2
+    with backend.engine.connect() as conn:
+        indices = [r[0] for r in conn.execute(text("SELECT leaf_index FROM audit_events ORDER BY leaf_index"))]
+    assert indices == list(range(total))
+    report = verify_database(backend.engine, NoteVerifier.from_key(load_signer(backend.settings).verifier_key()))
+    assert report.ok, report.problems
+    assert report.checkpoints >= 1 and report.leaves == total
