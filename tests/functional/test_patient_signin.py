@@ -4,6 +4,7 @@ after repeated failures."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -80,6 +81,12 @@ def test_patient_signs_in_with_password_and_totp(fhir: Fhir, browser: Browser) -
     id_token = verify_jwt(browser, base, tokens["id_token"])
     assert id_token["sub"] == pid and id_token["fhirUser"] == f"{base}/fhir/Patient/{pid}"
     assert "amr" in id_token and "otp" in id_token["amr"]
+    # the sign-in is in the patient's history (their own token reads it)
+    logins = [e["resource"] for e in browser.get(
+        f"{base}/fhir/AuditEvent", params={"subtype": "login"},
+        headers={"Authorization": f"Bearer {tokens['access_token']}"}).json().get("entry", [])]
+    assert len(logins) == 1 and logins[0]["outcome"] == "0"
+    assert logins[0]["agent"][0]["who"]["reference"] == f"Patient/{pid}"
     # their record, not someone else's; and read-only
     auth = {"Authorization": f"Bearer {tokens['access_token']}", "Content-Type": "application/fhir+json"}
     assert browser.get(f"{base}/fhir/Patient/{pid}", headers=auth).status_code == 200
@@ -136,6 +143,13 @@ def test_wrong_passwords_lock_the_account(fhir: Fhir, browser: Browser) -> None:
         assert r.status_code == 429 and "bloquée" in r.text
     account2 = accounts(fhir).get("paul")
     assert account2 is not None and account2.locked_until is not None
+    # every failed attempt is traced for the record whose account it was, never the password
+    failed = [e["resource"] for e in fhir.get("AuditEvent", params={
+        "subtype": "login", "outcome": "8", "patient": pid, "_count": "100"}).json().get("entry", [])]
+    assert len(failed) == limit + 1  # limit on this browser, then the right password while locked
+    assert all("wrong password!" not in json.dumps(e) for e in failed)
+    assert len(fhir.get("AuditEvent", params={"subtype": "login", "outcome": "8", "patient": pid2}).json()
+               .get("entry", [])) == limit
 
 
 def test_a_code_sent_through_the_notifier(fhir: Fhir, browser: Browser, caplog: pytest.LogCaptureFixture) -> None:
@@ -181,6 +195,11 @@ def test_account_command(fhir: Fhir, tmp_path: object) -> None:
     assert secret
     stored = accounts(fhir).get("lucie")
     assert stored is not None and stored.patient_id == pid and stored.totp_secret == secret.group(1)
+    # the operator's command is traced on the record it touched, without the secret
+    traced = [e["resource"] for e in fhir.get("AuditEvent", params={
+        "patient": pid, "subtype": "admin:account-add"}).json().get("entry", [])]
+    assert len(traced) == 1 and traced[0]["agent"][0]["who"]["identifier"]["value"].startswith("cli:")
+    assert secret.group(1) not in json.dumps(traced) and PASSWORD not in json.dumps(traced)
     r = subprocess.run([sys.executable, "-m", "carnet.cli.main", "account", "add-patient", "--matricule",
                         "180037505600012", "--username", "x", "--password", PASSWORD], capture_output=True, text=True,
                        env=env, timeout=120, check=False)

@@ -9,10 +9,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from carnet.api.auth import principal_from
+from carnet.auth.principal import Kind, Principal
 from carnet.errors import CarnetError, Issue, TooLarge
 from carnet.fhir.router import FHIR_JSON, FhirRequest, FhirResponse, FhirRouter, error_response, outcome
 
 CONTENT_TYPE = FHIR_JSON + "; charset=utf-8"
+ANONYMOUS = Principal(Kind.ANONYMOUS, "unauthenticated", display="unauthenticated")
 log = logging.getLogger("carnet.api")
 
 
@@ -40,6 +42,10 @@ async def fhir_endpoint(request: Request) -> Response:
             "POST", "PUT", "PATCH") else None
     except CarnetError as exc:
         resp = error_response(exc)
+        if resp.status == 401 and "authorization" in request.headers:  # a token that failed: traced
+            attempt = FhirRequest(request.method, request.path_params.get("path", "").strip("/"),
+                                  list(request.query_params.multi_items()))
+            await run_in_threadpool(router.audit_failure, attempt, ANONYMOUS, 401, exc.message)
     else:
         path = request.path_params.get("path", "").strip("/")
         headers = {k.lower(): v for k, v in request.headers.items()}

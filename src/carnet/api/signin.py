@@ -28,9 +28,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from carnet.audit import AuditRecord
 from carnet.auth import accounts as accounts_mod
 from carnet.auth import scopes as smart
 from carnet.auth.accounts import AccountStore
+from carnet.auth.principal import Kind, Principal
 from carnet.auth.server import CarnetAuthorizationServer, OAuthResponse, SignedIn
 from carnet.auth.sessions import SignInSessions
 from carnet.config import Settings
@@ -263,6 +265,23 @@ async def page(
     )
 
 
+async def audit_signin(request: Request, who: Principal, outcome: int, patient: str | None,
+                       message: str | None = None, amr: str = "") -> None:
+    """Trace a sign-in, successful or not: the patient sees the attempts on their account."""
+    audit = _signin(request).router.audit
+    if audit is None:
+        return
+    entry = AuditRecord("login", outcome, patient=patient, message=message,
+                        detail={"method": amr} if amr else {})
+    await run_in_threadpool(audit.write, audit_rows(audit, who, entry))
+
+
+def audit_rows(audit: Any, who: Principal, entry: AuditRecord) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    audit.record(None, who, entry, rows)
+    return rows
+
+
 async def finish(request: Request, token: str, state: dict[str, Any], signed_in: SignedIn | None) -> Response:
     """End the sign-in: back to the client with a code (or ``access_denied`` when ``signed_in`` is None)."""
     signin = _signin(request)
@@ -285,6 +304,9 @@ async def finish(request: Request, token: str, state: dict[str, Any], signed_in:
     response = to_response(result)
     response.delete_cookie(COOKIE, path="/oauth")
     if signed_in is not None:
+        who = signed_in.principal
+        await audit_signin(request, who, 0, who.resource_id if who.kind == Kind.PATIENT else None,
+                           amr=" ".join(signed_in.amr))
         log.info(
             "signed in: %s %s for client %s",
             signed_in.principal.kind.value,

@@ -18,6 +18,7 @@ from carnet.api.signin import (
     SignInMethod,
     _lang,
     _signin,
+    audit_signin,
     checked_form,
     current,
     error_page,
@@ -29,6 +30,7 @@ from carnet.api.signin import (
 from carnet.auth import accounts as accounts_mod
 from carnet.auth import people
 from carnet.auth.accounts import Outcome
+from carnet.auth.principal import Kind, Principal
 from carnet.auth.server import SignedIn
 from carnet.config import Mode, Settings
 from carnet.errors import CarnetError
@@ -78,11 +80,22 @@ async def development_signin(request: Request) -> Response:
 # -- patients: password, then a one-time code ------------------------------------------------------
 
 
+def form_username(state: dict[str, Any]) -> str:
+    """The account name a failed password was typed for (kept for the trace, never shown)."""
+    return str(state.pop("attempted", "") or "")
+
+
 async def _failed(
     request: Request, token: str, state: dict[str, Any], outcome: Outcome, on_code_page: bool
 ) -> Response:
     signin = _signin(request)
     lang = _lang(request, state)
+    username = str(state.get("username") or form_username(state))
+    account = await run_in_threadpool(signin.accounts.get, username) if username else None
+    tried = username or "unknown"
+    await audit_signin(request, Principal(Kind.ANONYMOUS, tried, display=tried),
+                       8, account.patient_id if account is not None else None,
+                       message="locked" if outcome is Outcome.LOCKED else "wrong password or code")
     state["failures"] = int(state.get("failures", 0)) + 1
     if state["failures"] >= MAX_SESSION_FAILURES:  # this browser guesses: end its sign-in
         await run_in_threadpool(signin.sessions.end, token)
@@ -108,6 +121,7 @@ async def patient_password(request: Request) -> Response:
         signin.accounts.check_password, form.get("username", ""), form.get("password", "")
     )
     if result.outcome is not Outcome.OK or result.account is None:
+        state["attempted"] = form.get("username", "")[:128]
         return await _failed(request, token, state, result.outcome, on_code_page=False)
     account = result.account
     state.update(stage="code", username=account.username, totp=bool(account.totp_secret))
@@ -227,6 +241,8 @@ async def psc_callback(request: Request) -> Response:
     try:
         principal = await run_in_threadpool(work)
     except CarnetError as exc:
+        await audit_signin(request, Principal(Kind.ANONYMOUS, "psc", display="Pro Santé Connect"), 8, None,
+                           message=exc.message)
         await run_in_threadpool(signin.sessions.save, token, state)
         return await page(request, token, state, message=exc.message, status=401)
     return await finish(request, token, state, SignedIn(principal, int(time.time()), ("psc",)))

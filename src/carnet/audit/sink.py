@@ -10,13 +10,16 @@ trail: their transaction is rolled back, the record of the attempt must not be.
 
 from __future__ import annotations
 
+import getpass
+import os
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert
 
 from carnet.audit import AuditRecord
 from carnet.audit.events import agent_of, build_events, canonical
-from carnet.auth.principal import Principal
+from carnet.auth.principal import Kind, Principal
+from carnet.config import Settings
 from carnet.db.engine import committer, write_lock
 from carnet.db.tables import audit_events
 from carnet.fhir.values import now_us
@@ -70,3 +73,18 @@ class LedgerAudit:
     def record_now(self, principal: Principal, entry: AuditRecord) -> None:
         """Record something done outside any FHIR transaction (a sign-in, a command of the operator)."""
         self.write(self.rows(principal, entry))
+
+
+def record_admin(settings: Settings, engine: Engine, action: str, detail: dict[str, str], *,
+                 patient: str | None = None) -> None:
+    """Trace a command of the operator (``carnet client add``, ``carnet keys rotate``...): who ran
+    it (the system account of the shell), what, and on which record if any. Never a secret in
+    ``detail``."""
+    if not settings.audit:
+        return
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = str(os.getuid())
+    who = Principal(Kind.OPERATOR, f"cli:{user}", display=f"carnet command ({user})")
+    LedgerAudit(engine).record_now(who, AuditRecord(f"admin:{action}", 0, patient=patient, detail=detail))

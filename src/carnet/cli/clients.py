@@ -93,6 +93,8 @@ def client_add(
             jwks=jwks,
             client_id=client_id,
         )
+        _record_admin(settings, engine, "client-add", {"client_id": client.client_id,
+                                                      "type": client_type, "scope": " ".join(client.scope)})
     except CarnetError as exc:
         raise click.ClickException(exc.message) from None
     finally:
@@ -139,9 +141,11 @@ def client_remove(client_id: str, data: Path | None) -> None:
     from carnet.auth.clients import ClientStore
     from carnet.errors import CarnetError
 
-    engine = _engine(_settings(data))
+    settings = _settings(data)
+    engine = _engine(settings)
     try:
         ClientStore(engine).remove(client_id)
+        _record_admin(settings, engine, "client-remove", {"client_id": client_id})
     except CarnetError as exc:
         raise click.ClickException(exc.message) from None
     finally:
@@ -192,6 +196,8 @@ def account_add_patient(
         secret = AccountStore(settings, engine).add(
             username, password, patient["id"], totp=channel is None, channel=channel
         )
+        _record_admin(settings, engine, "account-add", {"username": username.strip().lower()},
+                     patient=patient["id"])
     except CarnetError as exc:
         raise click.ClickException(exc.message) from None
     finally:
@@ -216,9 +222,19 @@ def account_remove(username: str, data: Path | None) -> None:
     settings = _settings(data)
     engine = _engine(settings)
     try:
-        AccountStore(settings, engine).remove(username)
+        store = AccountStore(settings, engine)
+        account = store.get(username)
+        store.remove(username)
+        _record_admin(settings, engine, "account-remove", {"username": username.strip().lower()},
+                     patient=account.patient_id if account is not None else None)
     except CarnetError as exc:
         raise click.ClickException(exc.message) from None
     finally:
         engine.dispose()
     click.echo(f"account {username.strip().lower()} removed")
+
+
+def _record_admin(*args: object, **kw: object) -> None:
+    from carnet.audit.sink import record_admin
+
+    record_admin(*args, **kw)  # type: ignore[arg-type]

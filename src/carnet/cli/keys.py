@@ -62,6 +62,8 @@ def rotate(data: Path | None) -> None:
 
     with _engine(data) as (settings, engine):
         done = rotate_master_key(settings.keys_path, SqlDataKeyStore(engine))
+        _record_admin(settings, engine, "keys-rotate", {"old": done.old_key_id, "new": done.new_key_id,
+                                                       "rewrapped": str(done.rewrapped)})
     click.echo(f"old master key        {done.old_key_id}")
     click.echo(f"new master key        {done.new_key_id} (current)")
     click.echo(f"data keys rewrapped   {done.rewrapped}")
@@ -120,6 +122,7 @@ def retire(key_id: str, data: Path | None) -> None:
                                    "status` shows them)")
     with _engine(data) as (settings, engine):
         retire_master_key(settings.keys_path, key_id, SqlDataKeyStore(engine))
+        _record_admin(settings, engine, "keys-retire", {"key": key_id})
     click.echo(f"master key {key_id} retired")
 
 
@@ -147,3 +150,9 @@ def sweep(data: Path | None, grace_hours: float | None) -> None:
     click.echo(f"kept, referenced      {report.referenced}")
     click.echo(f"kept, recent          {report.recent} (younger than {hours:g} h)")
     click.echo(f"staging files removed {report.staging_removed}")
+
+
+def _record_admin(*args: object, **kw: object) -> None:
+    from carnet.audit.sink import record_admin
+
+    record_admin(*args, **kw)  # type: ignore[arg-type]
