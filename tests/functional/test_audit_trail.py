@@ -214,3 +214,17 @@ def test_emergency_reads_and_normal_reads_are_told_apart(world: World) -> None:
                         patient=alice.id, reason="arrêt cardiaque") == [doc]
     searches = [e for e in about(history(world, alice), f"DocumentReference/{doc}") if agent(e) == er.ref]
     assert searches and all("purposeOfEvent" in e for e in searches)
+
+
+def test_the_capability_statement_says_audit_events_are_read_and_searched_only(fhir: Fhir) -> None:
+    cs = fhir.get("metadata").json()
+    audit = next(r for r in cs["rest"][0]["resource"] if r["type"] == "AuditEvent")
+    assert {i["code"] for i in audit["interaction"]} == {"read", "search-type"}
+    assert {p["name"] for p in audit["searchParam"]} == {"_id", "patient", "agent", "date", "action", "outcome",
+                                                          "subtype"}
+    assert [o["name"] for o in audit["operation"]] == ["inclusion-proof"]
+    # and every parameter it lists works
+    for name, value in (("patient", "x"), ("agent", "Practitioner/x"), ("date", "ge2026-01-01"),
+                        ("action", "R"), ("outcome", "0"), ("subtype", "read"), ("_id", "x")):
+        assert fhir.get("AuditEvent", params={name: value}).status_code == 200, name
+

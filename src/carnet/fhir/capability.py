@@ -22,6 +22,29 @@ SEARCH_PARAM_DOCS = {
 }
 
 
+# Types the server alone writes, searched by a service of their own (carnet.audit.fhir).
+SERVER_WRITTEN: dict[str, list[tuple[str, str, str]]] = {
+    "AuditEvent": [
+        ("patient", "reference", "the record concerned (a patient reads their own and their children's)"),
+        ("agent", "reference", "who acted: Practitioner/<id>, Patient/<id>, or kind:subject"),
+        ("date", "date", "when it was recorded: eq ge gt le lt"),
+        ("action", "token", "C R U D E"),
+        ("outcome", "token", "0 success, 4 minor failure, 8 refused, 12 server failure"),
+        ("subtype", "token", "the interaction or operation: read, search, create, login, break-glass..."),
+    ],
+}
+
+
+def _server_written(rtype: str) -> dict[str, Any]:
+    params = [{"name": "_id", "type": "token"}]
+    params += [{"name": n, "type": t, "documentation": d} for n, t, d in SERVER_WRITTEN[rtype]]
+    return {"type": rtype, "interaction": [{"code": "read"}, {"code": "search-type"}],
+            "documentation": "written by the server alone, in the transaction of what it records; served as "
+                             "the exact bytes of its leaf in the transparency log (/ledger)",
+            "readHistory": False, "updateCreate": False, "conditionalCreate": False,
+            "conditionalUpdate": False, "conditionalDelete": "not-supported", "searchParam": params}
+
+
 @cache
 def capability_statement(base_url: str, date: str,
                          operations: tuple[tuple[str, str, str, str], ...] = (),
@@ -36,21 +59,24 @@ def capability_statement(base_url: str, date: str,
                     "type": p.type, "documentation": SEARCH_PARAM_DOCS[p.type]}
                    for p in sorted(params_for(rtype).values(), key=lambda p: p.code)]
         ref_params = [p.code for p in params_for(rtype).values() if p.type == "reference"]
-        types.append({
-            "type": rtype,
-            "interaction": [{"code": c} for c in INTERACTIONS],
-            "versioning": "versioned-update",
-            "readHistory": True,
-            "updateCreate": True,
-            "conditionalCreate": True,
-            "conditionalUpdate": True,
-            "conditionalDelete": "multiple",
-            "conditionalRead": "not-supported",
-            "referencePolicy": ["literal", "logical"],
-            "searchInclude": [f"{rtype}:{c}" for c in sorted(ref_params)] + ["*"],
-            "searchRevInclude": ["*"],
-            "searchParam": params,
-        })
+        if rtype in SERVER_WRITTEN:
+            types.append(_server_written(rtype))
+        else:
+            types.append({
+                "type": rtype,
+                "interaction": [{"code": c} for c in INTERACTIONS],
+                "versioning": "versioned-update",
+                "readHistory": True,
+                "updateCreate": True,
+                "conditionalCreate": True,
+                "conditionalUpdate": True,
+                "conditionalDelete": "multiple",
+                "conditionalRead": "not-supported",
+                "referencePolicy": ["literal", "logical"],
+                "searchInclude": [f"{rtype}:{c}" for c in sorted(ref_params)] + ["*"],
+                "searchRevInclude": ["*"],
+                "searchParam": params,
+            })
         ops = [{"name": name, "definition": definition or f"{base_url}/OperationDefinition/{rtype}-{name}",
                 "documentation": doc} for t, name, definition, doc in operations if t == rtype]
         if ops:
