@@ -6,6 +6,7 @@ access; who may read which AuditEvents; the exact leaf bytes and their inclusion
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from typing import Any
 
@@ -75,6 +76,12 @@ def test_a_professional_read_shows_in_the_patient_history_and_nowhere_else(world
         assert c.get(f"AuditEvent/{event['id']}").status_code == 200
     with world.client(bob) as c:
         assert c.get(f"AuditEvent/{event['id']}").status_code == 404
+    # an app alice granted her documents only does not read her history
+    narrow = world.issuer.issue(dataclasses.replace(world.principal(alice),
+                                                    scopes=frozenset({"patient/DocumentReference.rs"})))
+    with httpx.Client(base_url=world.fhir.base + "/", headers={"Authorization": f"Bearer {narrow}"}) as c:
+        assert c.get(f"AuditEvent/{event['id']}").status_code == 404
+        assert c.get("AuditEvent").json().get("entry", []) == []
 
 
 def test_a_search_across_records_is_one_event_per_patient_each_naming_only_its_own(world: World) -> None:

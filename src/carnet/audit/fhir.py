@@ -32,6 +32,7 @@ from carnet.fhir.store import Repository, new_id
 from carnet.fhir.values import date_range, instant_text, now_us
 from carnet.ledger.merkle import inclusion_proof
 from carnet.ledger.store import DbNodes, latest_checkpoint
+from carnet.policy.dicah import readable_types
 
 PREFIXES = ("eq", "ge", "le", "gt", "lt")
 SORTS = {"date": True, "-date": False, "": False}
@@ -45,6 +46,9 @@ def reader_condition(repo: Repository) -> ColumnElement[bool] | None:
     """The rows of ``audit_events`` the caller may read (None: all of them)."""
     who: Principal = repo.principal
     t = audit_events.c
+    types = readable_types(who.scopes)
+    if types is not None and "AuditEvent" not in types:  # a token granted other types only
+        return false()
     if who.kind in (Kind.SYSTEM, Kind.OPERATOR):
         return None
     if who.kind == Kind.PATIENT and who.resource_id:
