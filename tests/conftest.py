@@ -59,7 +59,6 @@ class Backend:
         upgrade(self.engine)
 
     def clean(self) -> None:
-        forget_cached_nodes()  # the log's tree is emptied: the nodes a process remembers no longer hold
         with self.engine.connect().execution_options(carnet_write=True) as conn, conn.begin():
             # habilitation_types is reference data the app writes at start (the access matrix)
             names = [t.name for t in reversed(metadata.sorted_tables) if t.name != "habilitation_types"]
@@ -70,6 +69,9 @@ class Backend:
             else:
                 for name in names:
                     conn.execute(text(f"DELETE FROM {name}"))
+        # the log's tree is emptied: the nodes this process remembers (its servers' sequencers took
+        # them under the lock the emptying held) no longer hold
+        forget_cached_nodes()
 
     def close(self) -> None:
         self.engine.dispose()

@@ -29,16 +29,17 @@ class DbNodes:
     """:class:`carnet.ledger.merkle.NodeReader` over ``ledger_nodes``: one query for every node
     a proof needs that the cache does not hold."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, cached: bool = True) -> None:
         self.conn = conn
         self.key = _cache_key(conn)
+        self.cached = cached  # False for a verifier, which trusts nothing remembered
 
     def nodes(self, wanted: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         found: dict[tuple[int, int], bytes] = {}
         missing = []
         with _cache_lock:
             for h, i in wanted:
-                got = _cache.get((self.key, h, i))
+                got = _cache.get((self.key, h, i)) if self.cached else None
                 if got is None:
                     missing.append((h, i))
                 else:
@@ -51,7 +52,8 @@ class DbNodes:
             with _cache_lock:
                 for r in rows:
                     found[(r.height, r.idx)] = bytes(r.hash)
-                    _cache[(self.key, r.height, r.idx)] = bytes(r.hash)
+                    if self.cached:
+                        _cache[(self.key, r.height, r.idx)] = bytes(r.hash)
                 while len(_cache) > CACHE_MAX:
                     _cache.popitem(last=False)
         absent = [w for w in wanted if w not in found]
