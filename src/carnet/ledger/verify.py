@@ -189,7 +189,8 @@ def verify_database(engine: Engine, verifier: NoteVerifier, origin: str | None =
             check_leaves(rows(), signed, report, locate=locate)
         streamed.close()
         if not report.problems:
-            check_consistency(signed, lambda old, new: consistency_proof(DbNodes(conn, cached=False), old, new), report)
+            stored = DbNodes(conn, cached=False)
+            check_consistency(signed, lambda old, new: consistency_proof(stored, old, new), report)
     report.seconds = time.perf_counter() - started
     return report
 
