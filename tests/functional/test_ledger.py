@@ -63,6 +63,9 @@ def sql(backend: Backend, statement: str, **params: object) -> None:
         conn.execute(text(statement), params)
 
 
+AT = "(SELECT seq FROM ledger_nodes WHERE height = 0 AND idx = {})"  # the audit row of a leaf
+
+
 def first_problem(backend: Backend, verifier: NoteVerifier) -> tuple[int | None, str]:
     report = verify_database(backend.engine, verifier)
     assert not report.ok, "the tampering went unnoticed"
@@ -75,15 +78,17 @@ def test_an_untouched_log_verifies_with_gapless_indices(log: tuple[Backend, Sequ
     assert report.ok, report.problems
     assert report.leaves == 64 and report.unsigned == 0
     with backend.engine.connect() as conn:
-        indices = [r[0] for r in conn.execute(text("SELECT leaf_index FROM audit_events ORDER BY leaf_index"))]
+        indices = [r[0] for r in conn.execute(text("SELECT idx FROM ledger_nodes WHERE height = 0 ORDER BY idx"))]
         sizes = [r[0] for r in conn.execute(text("SELECT size FROM ledger_checkpoints ORDER BY size"))]
-    assert indices == list(range(64))
+        pending = conn.execute(text("SELECT count(*) FROM audit_pending")).scalar()
+        rows = conn.execute(text("SELECT count(DISTINCT seq) FROM ledger_nodes WHERE height = 0")).scalar()
+    assert indices == list(range(64)) and pending == 0 and rows == 64
     assert sizes[-1] == 64 and len(sizes) >= 3
 
 
 def test_an_edited_row_is_named(log: tuple[Backend, Sequencer, NoteVerifier]) -> None:
     backend, _, verifier = log
-    sql(backend, "UPDATE audit_events SET content = :c WHERE leaf_index = 41",
+    sql(backend, f"UPDATE audit_events SET content = :c WHERE seq = {AT.format(41)}",
         c=b'{"resourceType":"AuditEvent","action":"R"}')
     index, what = first_problem(backend, verifier)
     assert index == 41 and "edited" in what
@@ -91,36 +96,53 @@ def test_an_edited_row_is_named(log: tuple[Backend, Sequencer, NoteVerifier]) ->
 
 def test_a_deleted_row_is_named(log: tuple[Backend, Sequencer, NoteVerifier]) -> None:
     backend, _, verifier = log
-    sql(backend, "DELETE FROM audit_events WHERE leaf_index = 12")
+    sql(backend, f"DELETE FROM audit_events WHERE seq = {AT.format(12)}")
     index, what = first_problem(backend, verifier)
     assert index == 12 and "deleted" in what
 
 
+def test_a_deleted_leaf_is_named(log: tuple[Backend, Sequencer, NoteVerifier]) -> None:
+    backend, _, verifier = log
+    sql(backend, "DELETE FROM ledger_nodes WHERE height = 0 AND idx = 33")
+    index, what = first_problem(backend, verifier)
+    assert index == 33 and "deleted" in what
+
+
 def test_a_deleted_and_renumbered_row_is_named(log: tuple[Backend, Sequencer, NoteVerifier]) -> None:
     backend, _, verifier = log
-    sql(backend, "DELETE FROM audit_events WHERE leaf_index = 12")
-    for i in range(13, 64):  # close the gap, one row at a time (the index is unique)
-        sql(backend, "UPDATE audit_events SET leaf_index = :n WHERE leaf_index = :o", n=i - 1, o=i)
+    sql(backend, f"DELETE FROM audit_events WHERE seq = {AT.format(12)}")
+    for i in range(12, 63):  # close the gap: each leaf now points at the next one's row
+        sql(backend, f"UPDATE ledger_nodes SET seq = {AT.format(i + 1)} WHERE height = 0 AND idx = :i", i=i)
+    sql(backend, "DELETE FROM ledger_nodes WHERE height = 0 AND idx = 63")
     index, what = first_problem(backend, verifier)
     assert index == 12 and "index 13" in what
 
 
 def test_an_inserted_row_is_named(log: tuple[Backend, Sequencer, NoteVerifier]) -> None:
     backend, _, verifier = log
-    for i in range(63, 29, -1):  # make room at 30
-        sql(backend, "UPDATE audit_events SET leaf_index = :n WHERE leaf_index = :o", n=i + 1, o=i)
     sql(backend, "INSERT INTO audit_events (id, recorded, patient_id, agent, action, subtype, outcome, "
-                 "leaf_index, content) VALUES ('forged', 0, 'pat-1', 'x', 'R', 'read', 0, 30, :c)",
+                 "content) VALUES ('forged', 0, 'pat-1', 'x', 'R', 'read', 0, :c)",
         c=b'{"resourceType":"AuditEvent"}')
+    sql(backend, "UPDATE ledger_nodes SET seq = (SELECT seq FROM audit_events WHERE id = 'forged') "
+                 "WHERE height = 0 AND idx = 30")
     index, what = first_problem(backend, verifier)
     assert index == 30 and "inserted" in what
 
 
+def test_a_row_slipped_in_beside_the_log_is_counted(log: tuple[Backend, Sequencer, NoteVerifier]) -> None:
+    backend, _, verifier = log
+    sql(backend, "INSERT INTO audit_events (id, recorded, patient_id, agent, action, subtype, outcome, "
+                 "content) VALUES ('beside', 0, 'pat-1', 'x', 'R', 'read', 0, :c)", c=b"{}")
+    index, what = first_problem(backend, verifier)
+    assert index is None and "neither in the log nor queued" in what
+
+
 def test_reordered_rows_are_named(log: tuple[Backend, Sequencer, NoteVerifier]) -> None:
     backend, _, verifier = log
-    sql(backend, "UPDATE audit_events SET leaf_index = -1 WHERE leaf_index = 50")
-    sql(backend, "UPDATE audit_events SET leaf_index = 50 WHERE leaf_index = 51")
-    sql(backend, "UPDATE audit_events SET leaf_index = 51 WHERE leaf_index = -1")
+    with backend.engine.connect() as conn:
+        s50, s51 = (conn.execute(text(AT.format(i)[1:-1])).scalar() for i in (50, 51))
+    sql(backend, "UPDATE ledger_nodes SET seq = :s WHERE height = 0 AND idx = 50", s=s51)
+    sql(backend, "UPDATE ledger_nodes SET seq = :s WHERE height = 0 AND idx = 51", s=s50)
     index, what = first_problem(backend, verifier)
     assert index == 50 and "reordered" in what
 
@@ -129,7 +151,7 @@ def test_a_row_and_its_recorded_hash_rewritten_together_break_the_signed_root(
         log: tuple[Backend, Sequencer, NoteVerifier]) -> None:
     backend, _, verifier = log
     forged = b'{"resourceType":"AuditEvent","action":"R","forged":true}'
-    sql(backend, "UPDATE audit_events SET content = :c WHERE leaf_index = 20", c=forged)
+    sql(backend, f"UPDATE audit_events SET content = :c WHERE seq = {AT.format(20)}", c=forged)
     sql(backend, "UPDATE ledger_nodes SET hash = :h WHERE height = 0 AND idx = 20", h=leaf_hash(forged))
     index, what = first_problem(backend, verifier)
     assert index == 10 and "checkpoint of size 37" in what  # between the two checkpoints around it
@@ -160,7 +182,7 @@ def test_the_command_exits_non_zero_naming_the_index(log: tuple[Backend, Sequenc
     ok = CliRunner().invoke(main, ["verify", "--data", str(backend.settings.data_dir)])
     assert ok.exit_code == 0, ok.output
     assert "64 leaves" in ok.output and "the log verifies" in ok.output
-    sql(backend, "UPDATE audit_events SET content = :c WHERE leaf_index = 7", c=b"{}")
+    sql(backend, f"UPDATE audit_events SET content = :c WHERE seq = {AT.format(7)}", c=b"{}")
     bad = CliRunner().invoke(main, ["verify", "--data", str(backend.settings.data_dir)])
     assert bad.exit_code == 1
     assert "index 7" in bad.output
@@ -267,7 +289,7 @@ def test_two_server_processes_writing_at_once_keep_one_gapless_log(backend: Back
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with backend.engine.connect() as conn:
-                pending = conn.execute(text("SELECT count(*) FROM audit_events WHERE leaf_index IS NULL")).scalar()
+                pending = conn.execute(text("SELECT count(*) FROM audit_pending")).scalar()
                 total = conn.execute(text("SELECT count(*) FROM audit_events")).scalar()
                 signed = conn.execute(text("SELECT max(size) FROM ledger_checkpoints")).scalar()
             if pending == 0 and signed == total:
@@ -281,8 +303,9 @@ def test_two_server_processes_writing_at_once_keep_one_gapless_log(backend: Back
             proc.wait(timeout=30)
     assert total >= 6 * 40 * 2
     with backend.engine.connect() as conn:
-        indices = [r[0] for r in conn.execute(text("SELECT leaf_index FROM audit_events ORDER BY leaf_index"))]
-    assert indices == list(range(total))
+        indices = [r[0] for r in conn.execute(text("SELECT idx FROM ledger_nodes WHERE height = 0 ORDER BY idx"))]
+        distinct = conn.execute(text("SELECT count(DISTINCT seq) FROM ledger_nodes WHERE height = 0")).scalar()
+    assert indices == list(range(total)) and distinct == total
     report = verify_database(backend.engine, NoteVerifier.from_key(load_signer(backend.settings).verifier_key()))
     assert report.ok, report.problems
     assert report.checkpoints >= 1 and report.leaves == total

@@ -14,7 +14,7 @@ import base64
 import binascii
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -22,11 +22,10 @@ from starlette.routing import Route
 
 from carnet.api.auth import principal_from
 from carnet.auth.principal import Kind
-from carnet.db.tables import audit_events
 from carnet.errors import CarnetError, Forbidden, Invalid, NotFound
 from carnet.fhir.router import status_of
 from carnet.ledger.merkle import consistency_proof, inclusion_proof
-from carnet.ledger.store import DbNodes, checkpoints, index_of_hash, latest_checkpoint, tree_size
+from carnet.ledger.store import DbNodes, checkpoints, index_of_hash, latest_checkpoint, leaves, tree_size
 
 MAX_ENTRIES = 1000  # per call of /ledger/entries
 NOTE_TYPE = "text/plain; charset=utf-8"
@@ -111,14 +110,12 @@ def _entries(request: Request) -> Response:
     if end <= start:
         raise Invalid("'end' must be greater than 'start' / « end » doit dépasser « start »")
     end = min(end, start + MAX_ENTRIES)
-    t = audit_events.c
     with _engine(request).connect() as conn:
         end = min(end, tree_size(conn))
-        rows = conn.execute(select(t.leaf_index, t.content).where(t.leaf_index >= start, t.leaf_index < end)
-                            .order_by(t.leaf_index)).all()
+        rows = conn.execute(leaves(start, end)).all()
     b64 = base64.b64encode
     return JSONResponse({"entries": [{"index": r.leaf_index, "data": b64(bytes(r.content)).decode()}
-                                     for r in rows]})
+                                     for r in rows if r.content is not None]})
 
 
 def _key(request: Request) -> Response:

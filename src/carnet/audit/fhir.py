@@ -25,12 +25,12 @@ import orjson
 from sqlalchemy import ColumnElement, false, select
 
 from carnet.auth.principal import Kind, Principal
-from carnet.db.tables import access_rights, audit_events
+from carnet.db.tables import access_rights, audit_events, ledger_nodes
 from carnet.errors import Conflict, Invalid, MethodNotAllowed, NotFound
 from carnet.fhir.router import FHIR_JSON, FhirRequest, FhirResponse, FhirRouter, Operation
 from carnet.fhir.store import Repository, new_id
 from carnet.fhir.values import date_range, instant_text, now_us
-from carnet.ledger.merkle import inclusion_proof
+from carnet.ledger.merkle import inclusion_proof, leaf_hash
 from carnet.ledger.store import DbNodes, latest_checkpoint
 from carnet.policy.dicah import readable_types
 
@@ -162,7 +162,7 @@ def search(router: FhirRouter, repo: Repository, req: FhirRequest) -> FhirRespon
 def _readable(repo: Repository, rid: str) -> Any:
     t = audit_events.c
     allowed = reader_condition(repo)
-    row = repo.conn.execute(select(t.id, t.patient_id, t.content, t.leaf_index).where(
+    row = repo.conn.execute(select(t.id, t.seq, t.patient_id, t.content).where(
         t.id == rid, *([allowed] if allowed is not None else []))).first()
     if row is None:
         raise NotFound(f"AuditEvent/{rid} is not known")
@@ -178,16 +178,19 @@ def read(router: FhirRouter, repo: Repository, rid: str) -> FhirResponse:
 def proof(router: FhirRouter, repo: Repository, rid: str) -> FhirResponse:
     row = _readable(repo, rid)
     checkpoint = latest_checkpoint(repo.conn)
-    if row.leaf_index is None or checkpoint is None or checkpoint.size <= row.leaf_index:
+    n = ledger_nodes.c
+    index = repo.conn.execute(select(n.idx).where(n.height == 0, n.hash == leaf_hash(bytes(row.content)),
+                                                  n.seq == row.seq)).scalar()
+    if index is None or checkpoint is None or checkpoint.size <= index:
         raise Conflict(_t("Cette trace n'est pas encore dans un point de contrôle signé ; réessayez dans "
                           "quelques secondes",
                           "this entry is not in a signed checkpoint yet; try again in a few seconds"))
-    hashes = inclusion_proof(DbNodes(repo.conn), row.leaf_index, checkpoint.size)
+    hashes = inclusion_proof(DbNodes(repo.conn), index, checkpoint.size)
     repo._record("read", "AuditEvent", (rid,), query="$inclusion-proof", patients=(row.patient_id,))
     key = router.ledger_key  # type: ignore[attr-defined]
     b64 = base64.b64encode
     return FhirResponse(200, {"resourceType": "Parameters", "parameter": [
-        {"name": "index", "valueString": str(row.leaf_index)},
+        {"name": "index", "valueString": str(index)},
         {"name": "size", "valueString": str(checkpoint.size)},
         {"name": "leaf", "valueBase64Binary": b64(bytes(row.content)).decode()},
         *({"name": "hash", "valueBase64Binary": b64(h).decode()} for h in hashes),

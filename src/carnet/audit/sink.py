@@ -14,7 +14,7 @@ import getpass
 import os
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Connection, Engine, insert, text
 
 from carnet.audit import AuditRecord
 from carnet.audit.events import agent_of, build_events, canonical
@@ -25,6 +25,23 @@ from carnet.db.tables import audit_events
 from carnet.fhir.values import now_us
 
 INSERT = insert(audit_events)
+COLUMNS = ("id", "recorded", "patient_id", "agent", "action", "subtype", "outcome", "content")
+# PostgreSQL: the row and its place in the queue in one statement (one round trip per row batch)
+PG_INSERT = text(f"WITH e AS (INSERT INTO audit_events ({', '.join(COLUMNS)}) VALUES "
+                 f"({', '.join(':' + c for c in COLUMNS)}) RETURNING seq) "
+                 "INSERT INTO audit_pending (seq) SELECT seq FROM e")
+SQLITE_QUEUE = text("INSERT INTO audit_pending (seq) SELECT seq FROM audit_events WHERE id = :id")
+
+
+def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Write audit rows and queue them for the sequencer, in the caller's transaction."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.execute(PG_INSERT, rows)
+    else:
+        conn.execute(INSERT, rows)
+        conn.execute(SQLITE_QUEUE, [{"id": r["id"]} for r in rows])
 
 
 class LedgerAudit:
@@ -49,7 +66,7 @@ class LedgerAudit:
         if later is not None and (entry.outcome != 0 or conn is None or not self._writable(conn)):
             later.extend(rows)
         elif conn is not None and self._writable(conn):
-            conn.execute(INSERT, rows)
+            insert_rows(conn, rows)
         else:
             self.write(rows)
 
@@ -59,7 +76,7 @@ class LedgerAudit:
             return
 
         def work(conn: Connection) -> None:
-            conn.execute(INSERT, rows)
+            insert_rows(conn, rows)
 
         group = committer(self.engine) if self.sqlite else None
         if group is not None:

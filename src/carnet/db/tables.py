@@ -367,9 +367,10 @@ Index("ix_patient_accounts_patient", patient_accounts.c.patient_id)
 
 # Traceability (carnet.audit, carnet.ledger). Every access and change writes one row of
 # ``audit_events`` per patient concerned (IHE BALP: a search across records is split per patient),
-# in the transaction of what it records. ``content`` is the AuditEvent's canonical JSON: the exact
-# bytes of its Merkle leaf. ``leaf_index`` is null until the sequencer gives it its place in the
-# log, in commit order, gaplessly; the row is never updated again.
+# in the transaction of what it records, and its ``seq`` into ``audit_pending``, the sequencer's
+# queue. ``content`` is the AuditEvent's canonical JSON: the exact bytes of its Merkle leaf. Rows
+# are never updated: the sequencer records each one's place in the log in ``ledger_nodes``
+# (height 0, with the row's seq) and takes it off the queue.
 audit_events = Table(
     "audit_events",
     metadata,
@@ -381,26 +382,30 @@ audit_events = Table(
     Column("action", String(1), nullable=False),  # C R U D E
     Column("subtype", String(32), nullable=False),  # the restful interaction or operation
     Column("outcome", Integer, nullable=False),  # 0 4 8 12
-    Column("leaf_index", BigInteger, nullable=True, unique=True),
     Column("content", LargeBinary, nullable=False),
 )
 Index("ix_audit_patient_recorded", audit_events.c.patient_id, audit_events.c.recorded)
 Index("ix_audit_agent_recorded", audit_events.c.agent, audit_events.c.recorded)
 Index("ix_audit_recorded", audit_events.c.recorded)
 # The sequencer's queue: the rows still without a place in the log, in insertion order.
-Index("ix_audit_pending", audit_events.c.seq, sqlite_where=audit_events.c.leaf_index.is_(None),
-      postgresql_where=audit_events.c.leaf_index.is_(None))
+audit_pending = Table(
+    "audit_pending",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
+)
 
 # The Merkle tree (RFC 9162) of the log, as the hashes of its complete subtrees: the node at
 # (height, idx) covers leaves [idx * 2^height, (idx + 1) * 2^height). Written once by the
-# sequencer; proofs read O(log n) of them. Height 0 holds the leaf hashes, kept apart from the
-# rows they hash so that an edited row shows against the hash recorded when it was sequenced.
+# sequencer; proofs read O(log n) of them. Height 0 holds the leaves: the leaf index, the hash and
+# the ``seq`` of the audit row, kept apart from the row so that an edited row shows against the
+# hash recorded when it was sequenced.
 ledger_nodes = Table(
     "ledger_nodes",
     metadata,
     Column("height", Integer, primary_key=True, autoincrement=False),
     Column("idx", BigInteger, primary_key=True, autoincrement=False),
     Column("hash", LargeBinary, nullable=False),
+    Column("seq", BigInteger, nullable=True),  # height 0: the audit_events row of this leaf
 )
 # an inclusion proof asked by leaf hash finds its index
 Index("ix_ledger_leaf_hash", ledger_nodes.c.hash, sqlite_where=ledger_nodes.c.height == 0,

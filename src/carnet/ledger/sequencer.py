@@ -16,10 +16,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, text, update
+from sqlalchemy import Connection, Engine, insert, select, text
 
 from carnet.db.engine import committer, write_lock
-from carnet.db.tables import audit_events, ledger_checkpoints, ledger_nodes
+from carnet.db.tables import ledger_checkpoints, ledger_nodes
 from carnet.fhir.values import now_us
 from carnet.ledger.merkle import Appender, leaf_hash
 from carnet.ledger.note import NoteSigner, format_checkpoint
@@ -28,13 +28,15 @@ from carnet.ledger.store import DbNodes, latest_checkpoint, tree_size
 log = logging.getLogger("carnet.ledger")
 
 LOCK_KEY = 0x6361726E6574  # "carnet": the advisory lock of the one sequencer
-PENDING = (select(audit_events.c.seq, audit_events.c.content)
-           .where(audit_events.c.leaf_index.is_(None)).order_by(audit_events.c.seq))
-SET_INDEX = (update(audit_events).where(audit_events.c.seq == bindparam("s"))
-             .values(leaf_index=bindparam("i")))
-INSERT_NODE = insert(ledger_nodes)
-PG_SET_INDEX = text("UPDATE audit_events SET leaf_index = v.i FROM unnest(CAST(:seqs AS bigint[]), "
-                    "CAST(:idxs AS bigint[])) AS v(s, i) WHERE audit_events.seq = v.s")
+# The statements of a run, as driver SQL: a run writes tens of thousands of rows, and SQLAlchemy's
+# per-row parameter processing would cost more than the database does.
+PENDING = ("SELECT p.seq, a.content FROM audit_pending p JOIN audit_events a ON a.seq = p.seq "
+           "ORDER BY p.seq LIMIT {limit}")
+SQLITE_NODES = "INSERT INTO ledger_nodes (height, idx, hash, seq) VALUES (?, ?, ?, ?)"
+SQLITE_DONE = "DELETE FROM audit_pending WHERE seq <= ?"  # one writer: the batch is the queue's head
+PG_NODES = ("INSERT INTO ledger_nodes (height, idx, hash, seq) SELECT * FROM unnest("
+            "%s::int[], %s::bigint[], %s::bytea[], %s::bigint[])")
+PG_DONE = "DELETE FROM audit_pending WHERE seq = ANY(%s::bigint[])"  # rows only: lower ones may commit now
 
 
 @dataclass
@@ -125,23 +127,29 @@ class Sequencer:
         return Appender.from_nodes(size, DbNodes(conn))
 
     def _append(self, conn: Connection, edge: Appender) -> int:
-        rows = conn.execute(PENDING.limit(self.batch)).all()
+        rows = conn.exec_driver_sql(PENDING.format(limit=int(self.batch))).fetchall()
         if not rows:
             return 0
-        seqs, idxs, nodes = [], [], []
+        heights: list[int] = []
+        idxs: list[int] = []
+        hashes: list[bytes] = []
+        seqs: list[int | None] = []
         digest = b""
-        for row in rows:
-            idxs.append(edge.size)
-            seqs.append(row.seq)
-            digest = leaf_hash(bytes(row.content))
-            for height, idx, node in edge.append(digest):
-                nodes.append({"height": height, "idx": idx, "hash": node})
+        append = edge.append
+        for seq, content in rows:
+            digest = leaf_hash(bytes(content))
+            for height, idx, node in append(digest):
+                heights.append(height)
+                idxs.append(idx)
+                hashes.append(node)
+                seqs.append(seq if height == 0 else None)
         self._pending_last = digest or self._pending_last
         if self.postgres:
-            conn.execute(PG_SET_INDEX, {"seqs": seqs, "idxs": idxs})
+            conn.exec_driver_sql(PG_NODES, (heights, idxs, hashes, seqs))
+            conn.exec_driver_sql(PG_DONE, ([r[0] for r in rows],))
         else:
-            conn.execute(SET_INDEX, [{"s": s, "i": i} for s, i in zip(seqs, idxs, strict=True)])
-        conn.execute(INSERT_NODE, nodes)
+            conn.exec_driver_sql(SQLITE_NODES, list(zip(heights, idxs, hashes, seqs, strict=True)))
+            conn.exec_driver_sql(SQLITE_DONE, (rows[-1][0],))
         return len(rows)
 
     def _maybe_checkpoint(self, conn: Connection, edge: Appender, force: bool) -> int | None:

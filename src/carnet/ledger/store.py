@@ -11,8 +11,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, func, select, tuple_
+from sqlalchemy import Connection, Select, func, select, tuple_
 
 from carnet.db.tables import audit_events, ledger_checkpoints, ledger_nodes
 
@@ -70,8 +71,17 @@ def forget_cached_nodes() -> None:
 
 def tree_size(conn: Connection) -> int:
     """How many leaves the log holds (the next leaf's index)."""
-    last = conn.execute(select(func.max(audit_events.c.leaf_index))).scalar()
+    last = conn.execute(select(func.max(ledger_nodes.c.idx)).where(ledger_nodes.c.height == 0)).scalar()
     return 0 if last is None else int(last) + 1
+
+
+def leaves(start: int, end: int) -> Select[Any]:
+    """(leaf_index, recorded hash, seq, content, patient_id) of the leaves [start, end) in order,
+    with the audit row each one points at (content None where that row is gone)."""
+    n, a = ledger_nodes.c, audit_events.c
+    return (select(n.idx.label("leaf_index"), n.hash, n.seq, a.content, a.patient_id)
+            .select_from(ledger_nodes.outerjoin(audit_events, a.seq == n.seq))
+            .where(n.height == 0, n.idx >= start, n.idx < end).order_by(n.idx))
 
 
 @dataclass(frozen=True)
@@ -96,11 +106,6 @@ def checkpoints(conn: Connection, after: int = -1, limit: int = 1000) -> list[St
     return [StoredCheckpoint(r.size, bytes(r.root), r.created_at, r.note) for r in rows]
 
 
-def leaf_at(conn: Connection, index: int) -> tuple[str, bytes] | None:
-    """(audit event id, leaf bytes) of the leaf at ``index``."""
-    row = conn.execute(select(audit_events.c.id, audit_events.c.content)
-                       .where(audit_events.c.leaf_index == index)).first()
-    return None if row is None else (row.id, bytes(row.content))
 
 
 def index_of_hash(conn: Connection, leaf_hash: bytes) -> int | None:

@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
-from carnet.db.tables import audit_events, ledger_checkpoints, ledger_nodes
+from carnet.db.tables import audit_events, audit_pending, ledger_checkpoints, ledger_nodes
 from carnet.ledger.merkle import (
     EMPTY_ROOT,
     Appender,
@@ -97,9 +97,10 @@ def check_checkpoints(notes: Iterable[tuple[int, bytes | None, str]], verifier: 
     return good
 
 
-def check_leaves(rows: Iterator[tuple[int, bytes, bytes | None]], signed: list[SignedSize],
+def check_leaves(rows: Iterator[tuple[int, bytes | None, bytes | None]], signed: list[SignedSize],
                  report: Report, *, locate: Callable[[bytes], int | None] | None = None) -> Appender:
-    """Walk the leaves in index order: (index, leaf bytes, hash recorded for the index or None)."""
+    """Walk the leaves in index order: (index, leaf bytes or None where the audit row is gone, hash
+    recorded for the index or None when the source records none)."""
     tree = Appender()
     targets = iter(signed)
     target = next(targets, None)
@@ -124,6 +125,9 @@ def check_leaves(rows: Iterator[tuple[int, bytes, bytes | None]], signed: list[S
             continue
         if index > expected:
             problem(expected, f"no audit row holds this index (deleted: the next row is index {index})")
+            break
+        if data is None:
+            problem(index, "the audit row of this leaf is gone (a deleted row)")
             break
         digest = leaf_hash(data)
         if recorded is not None and digest != recorded:
@@ -171,15 +175,15 @@ def verify_database(engine: Engine, verifier: NoteVerifier, origin: str | None =
         if report.problems:
             report.seconds = time.perf_counter() - started
             return report
-        stmt = (select(a.leaf_index, a.content, n.hash)
-                .outerjoin(ledger_nodes, (n.height == 0) & (n.idx == a.leaf_index))
-                .where(a.leaf_index.is_not(None)).order_by(a.leaf_index))
+        stmt = (select(n.idx, a.content, n.hash)
+                .select_from(ledger_nodes.outerjoin(audit_events, a.seq == n.seq))
+                .where(n.height == 0).order_by(n.idx))
         streamed = conn.execution_options(stream_results=True, yield_per=FETCH).execute(stmt)
 
-        def rows() -> Iterator[tuple[int, bytes, bytes | None]]:
+        def rows() -> Iterator[tuple[int, bytes | None, bytes | None]]:
             for r in streamed:  # a row edited by hand may hold text where bytes were
-                data = r[1].encode() if isinstance(r[1], str) else bytes(r[1])
-                yield r[0], data, None if r[2] is None else bytes(r[2])
+                data = None if r[1] is None else r[1].encode() if isinstance(r[1], str) else bytes(r[1])
+                yield r[0], data, bytes(r[2])
 
         with engine.connect() as lookups:
             def locate(digest: bytes) -> int | None:
@@ -188,6 +192,16 @@ def verify_database(engine: Engine, verifier: NoteVerifier, origin: str | None =
 
             check_leaves(rows(), signed, report, locate=locate)
         streamed.close()
+        if not report.problems:
+            # one statement, one snapshot: the server may be writing and sequencing meanwhile
+            counts = conn.execute(select(
+                select(func.count()).select_from(audit_events).scalar_subquery(),
+                select(func.count()).select_from(audit_pending).scalar_subquery(),
+                select(func.count()).select_from(ledger_nodes).where(n.height == 0).scalar_subquery())).one()
+            beside = counts[0] - counts[1] - counts[2]
+            if beside:
+                report.problems.append(Problem(None, f"{beside} audit row(s) are neither in the log nor "
+                                                     "queued for it"))
         if not report.problems:
             stored = DbNodes(conn, cached=False)
             check_consistency(signed, lambda old, new: consistency_proof(stored, old, new), report)

@@ -28,19 +28,18 @@ def upgrade() -> None:
         sa.Column('action', sa.String(1), nullable=False),
         sa.Column('subtype', sa.String(32), nullable=False),
         sa.Column('outcome', sa.Integer(), nullable=False),
-        sa.Column('leaf_index', sa.BigInteger(), nullable=True, unique=True),
         sa.Column('content', sa.LargeBinary(), nullable=False),
     )
     op.create_index('ix_audit_patient_recorded', 'audit_events', ['patient_id', 'recorded'])
     op.create_index('ix_audit_agent_recorded', 'audit_events', ['agent', 'recorded'])
     op.create_index('ix_audit_recorded', 'audit_events', ['recorded'])
-    op.create_index('ix_audit_pending', 'audit_events', ['seq'],
-                    sqlite_where=sa.text('leaf_index IS NULL'), postgresql_where=sa.text('leaf_index IS NULL'))
+    op.create_table('audit_pending', sa.Column('seq', SEQ, primary_key=True, autoincrement=False))
     op.create_table(
         'ledger_nodes',
         sa.Column('height', sa.Integer(), primary_key=True, autoincrement=False),
         sa.Column('idx', sa.BigInteger(), primary_key=True, autoincrement=False),
         sa.Column('hash', sa.LargeBinary(), nullable=False),
+        sa.Column('seq', sa.BigInteger(), nullable=True),
     )
     op.create_index('ix_ledger_leaf_hash', 'ledger_nodes', ['hash'], sqlite_where=sa.text('height = 0'),
                     postgresql_where=sa.text('height = 0'))
@@ -70,6 +69,7 @@ def downgrade() -> None:
     op.drop_table('ledger_checkpoints')
     op.drop_index('ix_ledger_leaf_hash', table_name='ledger_nodes')
     op.drop_table('ledger_nodes')
-    for name in ('ix_audit_pending', 'ix_audit_recorded', 'ix_audit_agent_recorded', 'ix_audit_patient_recorded'):
+    op.drop_table('audit_pending')
+    for name in ('ix_audit_recorded', 'ix_audit_agent_recorded', 'ix_audit_patient_recorded'):
         op.drop_index(name, table_name='audit_events')
     op.drop_table('audit_events')
