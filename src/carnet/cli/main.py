@@ -10,6 +10,7 @@ import click
 
 from carnet.cli.clients import account_group, client_group
 from carnet.cli.identity import identity_group
+from carnet.cli.journal import journal_group
 from carnet.cli.keys import blobs_group, keys_group
 from carnet.cli.ledger import ledger_group, verify, verify_proof
 from carnet.cli.policy import policy_group
@@ -214,6 +215,7 @@ main.add_command(policy_group)
 main.add_command(blobs_group)
 main.add_command(client_group)
 main.add_command(account_group)
+main.add_command(journal_group)
 main.add_command(verify)
 main.add_command(verify_proof)
 main.add_command(ledger_group)
