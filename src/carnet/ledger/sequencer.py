@@ -35,8 +35,8 @@ PENDING = ("SELECT p.seq, a.content FROM audit_pending p JOIN audit_events a ON 
 SQLITE_NODES = "INSERT INTO ledger_nodes (height, idx, hash, seq) VALUES (?, ?, ?, ?)"
 SQLITE_DONE = "DELETE FROM audit_pending WHERE seq <= ?"  # one writer: the batch is the queue's head
 PG_NODES = ("INSERT INTO ledger_nodes (height, idx, hash, seq) SELECT * FROM unnest("
-            "%s::int[], %s::bigint[], %s::bytea[], %s::bigint[])")
-PG_DONE = "DELETE FROM audit_pending WHERE seq = ANY(%s::bigint[])"  # rows only: lower ones may commit now
+            "%b::int[], %b::bigint[], %b::bytea[], %b::bigint[])")  # %b: sent in binary, no escaping
+PG_DONE = "DELETE FROM audit_pending WHERE seq = ANY(%b::bigint[])"  # rows only: lower ones may commit now
 
 
 @dataclass
