@@ -13,6 +13,7 @@ HTTP by the operator (system) and then read through tokens issued by the server 
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ class Actor:
         return f"{'Patient' if self.kind == Kind.PATIENT else 'Practitioner'}/{self.id}"
 
 
+_MATRICULES = itertools.count(uuid.uuid4().int % 999)
+
+
 class World:
     def __init__(self, fhir: Fhir) -> None:
         self.fhir = fhir
@@ -67,8 +71,11 @@ class World:
 
     # -- people -------------------------------------------------------------------------------
     def _matricule(self, born: date, female: bool) -> str:
+        """A matricule no other patient of this test process has: worlds accumulate in one database
+        across a property test's examples, and two patients sharing an INS would share rights
+        (a representative is recognised by the INS a minor's RelatedPerson carries)."""
         self.count += 1
-        order = (uuid.uuid4().int % 900) + 1
+        order = next(_MATRICULES) % 999 + 1  # each test empties the database: 999 per test is plenty
         first13 = f"{2 if female else 1}{born.year % 100:02d}{born.month:02d}76540{order:03d}"
         return nir.make_matricule(first13)
 
