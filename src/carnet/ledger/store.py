@@ -11,9 +11,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Select, func, select, tuple_
+from sqlalchemy import Connection, Select, TextClause, func, select, text
 
 from carnet.db.tables import audit_events, ledger_checkpoints, ledger_nodes
 
@@ -45,11 +46,11 @@ class DbNodes:
                     missing.append((h, i))
                 else:
                     found[(h, i)] = got
-        t = ledger_nodes.c
         for start in range(0, len(missing), 500):
             chunk = missing[start:start + 500]
-            rows = self.conn.execute(select(t.height, t.idx, t.hash).where(
-                tuple_(t.height, t.idx).in_(chunk))).all()
+            rows = self.conn.execute(_wanted_nodes(len(chunk)),
+                                     {f"{k}{n}": v for n, pair in enumerate(chunk)
+                                      for k, v in zip("hi", pair, strict=True)}).all()
             with _cache_lock:
                 for r in rows:
                     found[(r.height, r.idx)] = bytes(r.hash)
@@ -61,6 +62,16 @@ class DbNodes:
         if absent:
             raise LookupError(f"the log has no node {absent[0]}: it is smaller than asked")
         return found
+
+
+@lru_cache(maxsize=128)
+def _wanted_nodes(count: int) -> TextClause:
+    """The nodes of ``count`` (height, idx) pairs, joined from a VALUES list: SQLite plans
+    ``(height, idx) IN (...)`` as a scan of the whole table (seconds at 10 million leaves), the
+    join as one primary-key probe per node, and PostgreSQL likewise."""
+    pairs = ", ".join(f"(CAST(:h{n} AS INTEGER), CAST(:i{n} AS BIGINT))" for n in range(count))
+    return text(f"WITH w(h, i) AS (VALUES {pairs}) SELECT n.height, n.idx, n.hash FROM w "
+                "JOIN ledger_nodes n ON n.height = w.h AND n.idx = w.i")
 
 
 def forget_cached_nodes() -> None:
