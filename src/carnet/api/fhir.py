@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -50,12 +51,20 @@ async def fhir_endpoint(request: Request) -> Response:
         path = request.path_params.get("path", "").strip("/")
         headers = {k.lower(): v for k, v in request.headers.items()}
         freq = FhirRequest(request.method, path, list(request.query_params.multi_items()), headers, body)
+        later: list[dict[str, Any]] = []
         try:
-            resp = await run_in_threadpool(router.handle, freq, principal)
+            resp = await run_in_threadpool(router.handle, freq, principal, later)
         except Exception:  # a bug, not the client's fault: log it, answer without internals
             log.exception("unexpected error on %s /fhir/%s", request.method, path)
             resp = FhirResponse(500, outcome([Issue("fatal", "exception",
                                                     "internal error; the request changed nothing")]))
+        if later and router.audit is not None:
+            try:  # the response leaves once its audit rows are durable, and not otherwise
+                await router.audit.write_async(later)
+            except Exception:
+                log.exception("the audit trail could not be written for %s /fhir/%s", request.method, path)
+                resp = FhirResponse(503, outcome([Issue("fatal", "transient",
+                                                        "the access could not be traced; try again")]))
     headers = dict(resp.headers)
     if resp.status == 401:  # RFC 6750: say how to authenticate, and why a presented token failed
         headers["www-authenticate"] = ('Bearer realm="carnet", error="invalid_token"'

@@ -32,6 +32,8 @@ class AuditSink(Protocol):
 
     def write(self, rows: list[dict[str, Any]]) -> None: ...
 
+    async def write_async(self, rows: list[dict[str, Any]]) -> None: ...
+
 
 class NoAudit:
     """Records nothing (tests of the engine alone; benchmarks of reads without auditing)."""
@@ -41,4 +43,7 @@ class NoAudit:
         return None
 
     def write(self, rows: list[dict[str, Any]]) -> None:
+        return None
+
+    async def write_async(self, rows: list[dict[str, Any]]) -> None:
         return None

@@ -10,8 +10,11 @@ trail: their transaction is rolled back, the record of the attempt must not be.
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, text
@@ -48,6 +51,7 @@ class LedgerAudit:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.sqlite = engine.dialect.name == "sqlite"
+        self.writer = AuditWriter(self)
 
     def rows(self, principal: Principal, entry: AuditRecord) -> list[dict[str, Any]]:
         when = now_us()
@@ -87,6 +91,10 @@ class LedgerAudit:
             with conn.begin():
                 work(conn)
 
+    async def write_async(self, rows: list[dict[str, Any]]) -> None:
+        """:meth:`write` from a coroutine, sharing a commit with other requests' rows."""
+        await self.writer.write(rows)
+
     def record_now(self, principal: Principal, entry: AuditRecord) -> None:
         """Record something done outside any FHIR transaction (a sign-in, a command of the operator)."""
         self.write(self.rows(principal, entry))
@@ -105,3 +113,62 @@ def record_admin(settings: Settings, engine: Engine, action: str, detail: dict[s
         user = str(os.getuid())
     who = Principal(Kind.OPERATOR, f"cli:{user}", display=f"carnet command ({user})")
     LedgerAudit(engine).record_now(who, AuditRecord(f"admin:{action}", 0, patient=patient, detail=detail))
+
+
+class AuditWriter:
+    """Writes the audit rows of many requests in one transaction, from a thread of its own.
+
+    A read on SQLite holds no write lock, so its rows are written after it; a request thread that
+    waited for that commit would sit idle in the server's small thread pool, and reads would queue
+    behind commits. Instead the request hands its rows here and its coroutine awaits the commit
+    (:meth:`write`): no thread waits, and every row queued meanwhile shares the next commit. The
+    response still leaves only once its rows are durable; if they cannot be written, it does not
+    leave at all (the caller answers 503).
+    """
+
+    def __init__(self, sink: LedgerAudit) -> None:
+        self.sink = sink
+        self.queue: list[tuple[list[dict[str, Any]], Callable[[BaseException | None], None]]] = []
+        self.ready = threading.Condition()
+        self.thread: threading.Thread | None = None
+        self.pid = 0
+
+    def submit(self, rows: list[dict[str, Any]], done: Callable[[BaseException | None], None]) -> None:
+        with self.ready:
+            if self.thread is None or self.pid != os.getpid():  # started lazily, once per process
+                self.pid = os.getpid()
+                self.thread = threading.Thread(target=self._loop, name="carnet-audit-writer", daemon=True)
+                self.thread.start()
+            self.queue.append((rows, done))
+            self.ready.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self.ready:
+                while not self.queue:
+                    self.ready.wait()
+                batch, self.queue = self.queue, []
+            error: BaseException | None = None
+            try:
+                self.sink.write([row for rows, _ in batch for row in rows])
+            except Exception as exc:  # each waiting request learns its rows were not written
+                error = exc
+            for _, done in batch:
+                done(error)
+
+    async def write(self, rows: list[dict[str, Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        settled: asyncio.Future[None] = loop.create_future()
+
+        def settle(error: BaseException | None) -> None:
+            if not settled.done():
+                if error is None:
+                    settled.set_result(None)
+                else:
+                    settled.set_exception(error)
+
+        def done(error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(settle, error)
+
+        self.submit(rows, done)
+        await settled

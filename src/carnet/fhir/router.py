@@ -210,7 +210,12 @@ class FhirRouter:
         self.hooks.setdefault(resource_type, []).append(hook)
 
     # -- entry point --------------------------------------------------------------------------
-    def handle(self, request: FhirRequest, principal: Principal) -> FhirResponse:
+    def handle(self, request: FhirRequest, principal: Principal,
+               audit_later: list[dict[str, Any]] | None = None) -> FhirResponse:
+        """Answer one request. The audit rows that are not written in its transaction (a SQLite
+        read's, a refusal's) are written before this returns, or handed to ``audit_later`` for a
+        caller that writes them itself before the response leaves (the HTTP layer, without
+        holding a thread meanwhile)."""
         trail: list[dict[str, Any]] = []  # audit rows written after the transaction (see Repository)
         try:
             if request.method == "GET" and request.path == "metadata":
@@ -247,7 +252,10 @@ class FhirRouter:
             raise
         finally:
             if trail and self.audit is not None:
-                self.audit.write(trail)
+                if audit_later is not None:
+                    audit_later.extend(trail)
+                else:
+                    self.audit.write(trail)
 
     def audit_failure(self, request: FhirRequest, principal: Principal, status: int, message: str,
                       trail: list[dict[str, Any]] | None = None) -> None:
