@@ -17,23 +17,24 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, text
+from sqlalchemy import Connection, Engine, text
 
 from carnet.audit import AuditRecord
 from carnet.audit.events import agent_of, build_events, canonical
 from carnet.auth.principal import Kind, Principal
 from carnet.config import Settings
 from carnet.db.engine import committer, write_lock
-from carnet.db.tables import audit_events
 from carnet.fhir.values import now_us
 
-INSERT = insert(audit_events)
 COLUMNS = ("id", "recorded", "patient_id", "agent", "action", "subtype", "outcome", "content")
 # PostgreSQL: the row and its place in the queue in one statement (one round trip per row batch)
 PG_INSERT = text(f"WITH e AS (INSERT INTO audit_events ({', '.join(COLUMNS)}) VALUES "
                  f"({', '.join(':' + c for c in COLUMNS)}) RETURNING seq) "
                  "INSERT INTO audit_pending (seq) SELECT seq FROM e")
-SQLITE_QUEUE = text("INSERT INTO audit_pending (seq) SELECT seq FROM audit_events WHERE id = :id")
+# SQLite: driver SQL (the rows of many requests go in at once; SQLAlchemy's per-row work would cost
+# more than SQLite does), then their place in the queue
+SQLITE_ROWS = f"INSERT INTO audit_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+SQLITE_QUEUE = "INSERT INTO audit_pending (seq) SELECT seq FROM audit_events WHERE id = ?"
 
 
 def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -43,8 +44,8 @@ def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(PG_INSERT, rows)
     else:
-        conn.execute(INSERT, rows)
-        conn.execute(SQLITE_QUEUE, [{"id": r["id"]} for r in rows])
+        conn.exec_driver_sql(SQLITE_ROWS, [tuple(r[c] for c in COLUMNS) for r in rows])
+        conn.exec_driver_sql(SQLITE_QUEUE, [(r["id"],) for r in rows])
 
 
 class LedgerAudit:
