@@ -23,7 +23,7 @@ from carnet.audit import AuditRecord
 from carnet.audit.events import agent_of, build_events, canonical
 from carnet.auth.principal import Kind, Principal
 from carnet.config import Settings
-from carnet.db.engine import committer, write_lock
+from carnet.db.engine import run_write
 from carnet.fhir.values import now_us
 
 COLUMNS = ("id", "recorded", "patient_id", "agent", "action", "subtype", "outcome", "content")
@@ -80,17 +80,7 @@ class LedgerAudit:
         if not rows:
             return
 
-        def work(conn: Connection) -> None:
-            insert_rows(conn, rows)
-
-        group = committer(self.engine) if self.sqlite else None
-        if group is not None:
-            group.run(work)
-            return
-        with write_lock(self.engine), self.engine.connect() as conn:
-            conn.execution_options(carnet_write=True)
-            with conn.begin():
-                work(conn)
+        run_write(self.engine, lambda conn: insert_rows(conn, rows))
 
     async def write_async(self, rows: list[dict[str, Any]]) -> None:
         """:meth:`write` from a coroutine, sharing a commit with other requests' rows."""

@@ -30,7 +30,6 @@ Verifying costs one signature check and one primary-key lookup (the revocation t
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import time
 from collections.abc import Mapping
@@ -52,6 +51,7 @@ from sqlalchemy.exc import IntegrityError
 
 from carnet.auth.principal import AccessMode, Kind, Principal
 from carnet.config import Settings
+from carnet.crypto.keyfiles import create_once
 from carnet.db.tables import oauth_revoked_tokens
 from carnet.errors import Unauthenticated
 
@@ -79,22 +79,8 @@ class TokenError(Unauthenticated):
 
 def _write_new_key(path: Path) -> None:
     """Create the signing key file once, atomically: concurrent workers all end up with the same key."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = ECKey.generate_key("P-256", auto_kid=True)
-    data = orjson.dumps(key.as_dict(private=True) | {"alg": ALGORITHM, "use": "sig"})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # fails if another process created the key first: theirs wins
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
+    create_once(path, orjson.dumps(key.as_dict(private=True) | {"alg": ALGORITHM, "use": "sig"}))
 
 
 def _read_key(path: Path) -> ECKey:

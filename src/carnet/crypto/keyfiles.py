@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,3 +137,22 @@ def retire_master_key(keys_dir: Path, key_id: str, store: DataKeyStore) -> None:
     path.unlink()
     _fsync_dir(keys_dir)
     log.info("master key %s retired", key_id)
+
+
+def create_once(path: Path, data: bytes) -> None:
+    """Create a secret file (mode 0600) with ``data``, atomically and never overwriting: when
+    several processes race to create it, the first one's file wins and the others keep it."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # fails if another process created it first: theirs wins
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()

@@ -189,3 +189,15 @@ def committer(engine: Engine) -> GroupCommit | None:
         if found is None:
             found = _COMMITTERS[key] = GroupCommit(engine)
     return found
+
+
+def run_write(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """Run ``work`` in a write transaction: through the process's group committer on a SQLite
+    file, else in a transaction of its own (under :func:`write_lock`)."""
+    group = committer(engine)
+    if group is not None:
+        return group.run(work)
+    with write_lock(engine), engine.connect() as conn:
+        conn.execution_options(carnet_write=True)
+        with conn.begin():
+            return work(conn)

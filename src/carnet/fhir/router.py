@@ -20,7 +20,7 @@ from carnet.audit import AuditRecord, AuditSink
 from carnet.auth.principal import Principal
 from carnet.blobs.errors import BadRange, CorruptBlob
 from carnet.config import Settings
-from carnet.db.engine import committer
+from carnet.db.engine import run_write
 from carnet.db.tables import idx_reference, resources
 from carnet.errors import (
     CarnetError,
@@ -237,13 +237,7 @@ class FhirRouter:
                     return process_bundle(self, repo, request)
                 return self.dispatch(repo, request)
 
-            group = committer(self.engine)
-            if group is not None:
-                return group.run(work)
-            with self.engine.connect() as conn:
-                conn.execution_options(carnet_write=True)
-                with conn.begin():
-                    return work(conn)
+            return run_write(self.engine, work)
         except CarnetError as exc:
             self.audit_failure(request, principal, status_of(exc), exc.message, trail)
             return error_response(exc)

@@ -7,8 +7,6 @@ public half is published at ``/ledger/key`` in the signed-note verifier key form
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from carnet.config import Settings
+from carnet.crypto.keyfiles import create_once
 from carnet.ledger.note import NoteSigner
 
 KEY_FILE = "ledger-ed25519.pem"
@@ -37,22 +36,8 @@ def origin_of(settings: Settings) -> str:
 
 
 def _create(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # another process created it first: theirs wins
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
+    create_once(path, Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
 
 
 def load_signer(settings: Settings) -> NoteSigner:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, insert, select, text
 
-from carnet.db.engine import committer, write_lock
+from carnet.db.engine import run_write
 from carnet.db.tables import ledger_checkpoints, ledger_nodes
 from carnet.fhir.values import now_us
 from carnet.ledger.merkle import Appender, leaf_hash
@@ -79,7 +79,7 @@ class Sequencer:
                 return progress
 
             try:
-                self._transaction(work)
+                run_write(self.engine, work)
             except BaseException:
                 self._edge = None  # the edge in memory may be ahead of the rolled-back tree
                 raise
@@ -103,16 +103,6 @@ class Sequencer:
             total.checkpoint = step.checkpoint or total.checkpoint
         return total
 
-    def _transaction(self, work: object) -> None:
-        assert callable(work)
-        group = committer(self.engine)
-        if group is not None:
-            group.run(work)
-            return
-        with write_lock(self.engine), self.engine.connect() as conn:
-            conn.execution_options(carnet_write=True)
-            with conn.begin():
-                work(conn)
 
     def _load_edge(self, conn: Connection) -> Appender:
         """The tree's right edge: the one kept from the last run when the tree is still the one it
