@@ -1333,8 +1333,8 @@ def cmd_report(_args: argparse.Namespace) -> None:
                 f"≥ {TARGET_SEQUENCER:,} | {'met' if d['target_met'] else '**not met**'} | "
                 f"{', '.join(str(x['loadavg_before'][0]) for x in r)} | {run_of(d)} |"
             )
-    for db in ("sqlite", "postgres"):
-        d = _load(f"ledger-proofs-{db}-10m")
+    for db, suffix in (("sqlite", ""), ("sqlite", "-rerun"), ("postgres", ""), ("postgres", "-rerun")):
+        d = _load(f"ledger-proofs-{db}-10m{suffix}")
         if d:
             res = d["results"]
             for label, r in (
