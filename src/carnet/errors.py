@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+def bilingual(fr: str, en: str) -> str:
+    """A message in French, then English: how every user-facing error of Carnet reads."""
+    return f"{fr} / {en}"
+
+
 @dataclass
 class Issue:
     """One problem, in the vocabulary of FHIR OperationOutcome.issue."""

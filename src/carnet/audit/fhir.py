@@ -27,6 +27,7 @@ from sqlalchemy import ColumnElement, false, select
 from carnet.auth.principal import Kind, Principal
 from carnet.db.tables import access_rights, audit_events, ledger_nodes
 from carnet.errors import Conflict, Invalid, MethodNotAllowed, NotFound
+from carnet.errors import bilingual as _t
 from carnet.fhir.router import FHIR_JSON, FhirRequest, FhirResponse, FhirRouter, Operation
 from carnet.fhir.store import Repository, new_id
 from carnet.fhir.values import date_range, instant_text, now_us
@@ -37,9 +38,6 @@ from carnet.policy.dicah import readable_types
 PREFIXES = ("eq", "ge", "le", "gt", "lt")
 SORTS = {"date": True, "-date": False, "": False}
 
-
-def _t(fr: str, en: str) -> str:
-    return f"{fr} / {en}"
 
 
 def reader_condition(repo: Repository) -> ColumnElement[bool] | None:

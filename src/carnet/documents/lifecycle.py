@@ -26,6 +26,7 @@ from carnet.auth.principal import Kind
 from carnet.db.tables import document_contents, document_unique_ids, idx_token, resources
 from carnet.documents import valuesets
 from carnet.errors import Conflict, Forbidden, Invalid, MethodNotAllowed, Unprocessable
+from carnet.errors import bilingual as _t
 from carnet.fhir import jsonio
 from carnet.fhir.store import Repository, new_id
 
@@ -36,9 +37,6 @@ ARCHIVED = "urn:carnet:extension:archived"
 MUTABLE = ("status", "securityLabel", "extension")
 TRANSITIONS = {"current": {"superseded", "entered-in-error"}}
 
-
-def _t(fr: str, en: str) -> str:
-    return f"{fr} / {en}"
 
 
 def set_status(repo: Repository, rid: str, status: str) -> None:

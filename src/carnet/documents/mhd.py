@@ -38,6 +38,7 @@ from carnet.config import Mode, Settings
 from carnet.db.tables import document_contents, document_unique_ids
 from carnet.documents import cda, cda_checks, valuesets
 from carnet.errors import CarnetError, Conflict, Invalid, Issue, NotFound, Unprocessable
+from carnet.errors import bilingual as _t
 from carnet.fhir import jsonio
 from carnet.fhir.store import Repository, new_id
 from carnet.fhir.values import instant_text, now_us
@@ -71,9 +72,6 @@ SELECT_UNIQUE_IDS = select(_U.unique_id, _U.kind, _U.res_id, _U.patient_id, _U.s
 INSERT_UNIQUE_IDS = insert(document_unique_ids)
 INSERT_CONTENTS = insert(document_contents)
 
-
-def _t(fr: str, en: str) -> str:
-    return f"{fr} / {en}"
 
 
 def _problem(fr: str, en: str, expression: str, code: str = "business-rule") -> Unprocessable:

@@ -36,6 +36,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from carnet.errors import Issue, Unprocessable
+from carnet.errors import bilingual as _text
 from carnet.identity import nir
 from carnet.identity.matching import normalise_name
 from carnet.identity.status import (
@@ -329,9 +330,6 @@ def read_patient_ins(resource: Mapping[str, Any]) -> PatientIns:
 
 
 # -- Checking ----------------------------------------------------------------------------------------
-
-def _text(fr: str, en: str) -> str:
-    return f"{fr} / {en}"
 
 
 def _issue(code: str, fr: str, en: str, expression: str, severity: str = "error") -> Issue:

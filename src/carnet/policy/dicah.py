@@ -34,6 +34,7 @@ from carnet.auth.principal import AccessMode, Kind, Principal
 from carnet.auth.scopes import parse_clinical
 from carnet.db.tables import access_rights, habilitation_types, record_access, resource_versions, resources
 from carnet.errors import Forbidden, Unprocessable
+from carnet.errors import bilingual as _t
 from carnet.fhir.searchparams import params_for, resource_types
 from carnet.policy import scope_allows
 from carnet.policy.attributes import Visibility
@@ -102,9 +103,6 @@ def _holds(c: Any, actor: str | None, levels: tuple[Level, ...]) -> ColumnElemen
     level = select(a.level).where(a.actor == actor, a.patient_id == c.patient_id).scalar_subquery()
     return level == low if low == high else level.between(low, high)  # no expanding IN to render
 
-
-def _t(fr: str, en: str) -> str:
-    return f"{fr} / {en}"
 
 
 class DicahPolicy:

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from carnet.auth.principal import AccessMode, Kind, Principal
 from carnet.db.tables import access_rights
 from carnet.errors import CarnetError, Forbidden, Invalid, NotFound
+from carnet.errors import bilingual as _t
 from carnet.fhir.parameters import one, parameters, request_body
 from carnet.fhir.router import FhirRequest, FhirResponse, FhirRouter, Operation
 from carnet.fhir.store import Repository
@@ -33,9 +34,6 @@ PHYSICIAN = "10"
 class Issuer(Protocol):
     def issue(self, principal: Principal, ttl_seconds: int | None = None) -> str: ...
 
-
-def _t(fr: str, en: str) -> str:
-    return f"{fr} / {en}"
 
 
 def _record(repo: Repository, rid: str) -> RecordRights:

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, insert, select
 
 from carnet.db.tables import access_rights, idx_token, record_access, resources
+from carnet.errors import bilingual as _t
 from carnet.fhir import jsonio
 from carnet.identity import nir
 from carnet.identity.fhir import ins_identifiers, read_reliability
@@ -62,9 +63,6 @@ class RecordRights:
         grant = self.grants.get(actor)
         return grant.level if grant is not None else None
 
-
-def _t(fr: str, en: str) -> str:
-    return f"{fr} / {en}"
 
 
 def _ref(value: Any) -> tuple[str, str] | None:
