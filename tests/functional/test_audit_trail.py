@@ -109,6 +109,11 @@ def test_a_refused_read_is_traced_for_the_patient_with_its_outcome(world: World)
     assert len(refused) == 1
     assert refused[0]["outcome"] == "4" and refused[0]["action"] == "R"
     assert refused[0]["outcomeDesc"]
+    # the outsider's own trail does not tell them whose record the hidden document is in
+    own = history(world, outsider, "?_count=100")
+    assert about(own, f"Patient/{alice.id}") == [] and about(own, f"DocumentReference/{doc}") == []
+    with world.client(outsider) as c:
+        assert c.get(f"AuditEvent/{refused[0]['id']}").status_code == 404
 
 
 def test_emergency_access_stands_out_with_its_reason_and_a_refusal_is_kept(world: World) -> None:

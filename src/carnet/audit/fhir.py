@@ -5,7 +5,8 @@ Who reads what:
 - a patient reads the events about their own record and the records of the minors they represent
   (``AuditEvent?patient=...``; another record's events are as absent as a record that does not
   exist);
-- a professional reads only their own trail (the events where they are the agent), never other
+- a professional reads only their own trail (the events where they are the agent and that
+  succeeded: a refused read's event names the record of the hidden resource), never other
   people's traces;
 - operators and system clients read everything.
 
@@ -34,6 +35,7 @@ from carnet.fhir.values import date_range, instant_text, now_us
 from carnet.ledger.merkle import inclusion_proof, leaf_hash
 from carnet.ledger.store import DbNodes, latest_checkpoint
 from carnet.policy.dicah import readable_types
+from carnet.policy.rights import Level
 
 PREFIXES = ("eq", "ge", "le", "gt", "lt")
 SORTS = {"date": True, "-date": False, "": False}
@@ -51,10 +53,12 @@ def reader_condition(repo: Repository) -> ColumnElement[bool] | None:
         return None
     if who.kind == Kind.PATIENT and who.resource_id:
         represented = select(access_rights.c.patient_id).where(
-            access_rights.c.actor == who.fhir_user, access_rights.c.level == 3)  # Level.REPRESENTATIVE
+            access_rights.c.actor == who.fhir_user, access_rights.c.level == int(Level.REPRESENTATIVE))
         return (t.patient_id == who.resource_id) | t.patient_id.in_(represented)
     if who.kind == Kind.PRACTITIONER and who.fhir_user:
-        return t.agent == who.fhir_user
+        # their own trail, but not their refused attempts: the event of a read answered 404 names
+        # the record the hidden resource belongs to, which the 404 did not tell them
+        return (t.agent == who.fhir_user) & (t.outcome == 0)
     return false()
 
 

@@ -3,9 +3,10 @@ queued there for the sequencer (:mod:`carnet.ledger.sequencer`) in the transacti
 
 Where the transaction can write (every PostgreSQL transaction; SQLite write transactions) the
 rows go in with the change. A SQLite read transaction holds no write lock, so the rows of a read
-wait in the request's trail and the router writes them through the group committer before the
-response leaves: many reads' audit rows share one commit. Denials and failures always wait in the
-trail: their transaction is rolled back, the record of the attempt must not be.
+wait in the request's trail and are written before the response leaves: by :class:`AuditWriter`
+for an HTTP request (many requests' rows share one commit), else by the router itself. Denials and
+failures always wait in the trail: their transaction is rolled back, the record of the attempt
+must not be.
 """
 
 from __future__ import annotations
@@ -77,10 +78,8 @@ class LedgerAudit:
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         """Write rows in a transaction of their own (a read's or a failure's trail)."""
-        if not rows:
-            return
-
-        run_write(self.engine, lambda conn: insert_rows(conn, rows))
+        if rows:
+            run_write(self.engine, lambda conn: insert_rows(conn, rows))
 
     async def write_async(self, rows: list[dict[str, Any]]) -> None:
         """:meth:`write` from a coroutine, sharing a commit with other requests' rows."""

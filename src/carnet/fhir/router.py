@@ -256,8 +256,8 @@ class FhirRouter:
         """Record a refused or failed request (its transaction, if any, was rolled back): which
         interaction on what, the outcome (4 for a request the client can mend, 8 refused, 12 a
         server failure) and, when the target is known, the record it belongs to."""
-        if self.audit is None:
-            return
+        if self.audit is None or (trail and any(row["outcome"] for row in trail)):
+            return  # no trail kept, or the service recorded this failure itself, with what it knew
         interaction, rtype, rid = interaction_of(request)
         outcome = 12 if status >= 500 else 8 if status in (401, 403) else 4
         patient = None
@@ -271,8 +271,6 @@ class FhirRouter:
         entry = AuditRecord(interaction, outcome, rtype, (rid,) if rid else (), query,
                             entities=((rtype, rid, patient),) if rtype and rid else (), patient=patient,
                             message=message)
-        if trail and any(row["outcome"] for row in trail):
-            return  # the service recorded this failure itself, with what it knew
         rows: list[dict[str, Any]] = []
         self.audit.record(None, principal, entry, rows)
         if trail is None:
