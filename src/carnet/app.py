@@ -10,11 +10,11 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from carnet import __version__
+from carnet import __version__, web
 from carnet.api import ledger, oauth, signin
 from carnet.api.fhir import fhir_endpoint
 from carnet.auth.accounts import AccountStore, load_notifier
@@ -27,14 +27,18 @@ from carnet.fhir.capability import capability_statement
 from carnet.fhir.router import status_of
 from carnet.ledger.keys import load_signer, origin_of
 from carnet.ledger.sequencer import LedgerWorker, Sequencer
+from carnet.web.portal import Portal
 from carnet.wiring import build_router
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
-    (b"content-security-policy", b"default-src 'self'; frame-ancestors 'none'"),
 ]
+CSP = (b"content-security-policy", b"default-src 'self'; frame-ancestors 'none'")
+# The portal's pages: no script at all, styles and images from this origin only, forms posted here
+PORTAL_CSP = (b"content-security-policy", b"default-src 'none'; style-src 'self'; img-src 'self'; "
+              b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 
 class SecurityHeaders:
@@ -47,29 +51,22 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        api = scope["path"].startswith("/fhir")
+        path = scope["path"]
+        api = path.startswith("/fhir")
+        page = path == "/" or (path.startswith("/portail") and not path.endswith("/contenu"))
+        csp = PORTAL_CSP if page else CSP
 
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers.extend(SECURITY_HEADERS)
+                headers.append(csp)
                 if api:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, wrapped)
-
-
-async def home(request: Request) -> Response:
-    counts = request.app.state.fhir.counts()
-    rows = "".join(f"<li>{t}: {n}</li>" for t, n in sorted(counts.items()))
-    return HTMLResponse(
-        "<!doctype html><html lang='fr'><head><meta charset='utf-8'><title>Carnet</title></head><body>"
-        "<h1>Carnet</h1><p>Espace santé — serveur FHIR R4.</p>"
-        "<ul><li><a href='/fhir/metadata'>/fhir/metadata</a> (CapabilityStatement)</li>"
-        "<li><a href='/fhir/Patient'>/fhir/Patient</a></li></ul>"
-        f"<h2>Ressources</h2><ul>{rows}</ul></body></html>")
 
 
 async def health(request: Request) -> Response:
@@ -105,7 +102,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     methods = signin.build_methods(settings)
     app = Starlette(
         routes=[
-            Route("/", home),
+            *web.routes(),
             Route("/healthz", health),
             *oauth.routes(methods),
             *ledger.routes(),
@@ -125,6 +122,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         settings, oauth_server,
         SignInSessions(engine, app.state.signing_key, settings.signin_session_ttl_seconds),
         AccountStore(settings, engine), load_notifier(settings.notifier), router, methods)
+    app.state.portal = Portal(settings, app.state)
     router.token_issuer = app.state.issuer  # type: ignore[attr-defined]  # emergency access tokens
     return app
 

@@ -104,6 +104,10 @@ class Settings(BaseSettings):
         300, description="longest lifetime accepted for a client's signed assertion (private_key_jwt)")
     signin_session_ttl_seconds: int = Field(
         900, description="time a browser has to finish signing in at /oauth/authorize")
+    portal_idle_seconds: int = Field(
+        1800, description="the portal signs a browser out after this long without a page (sliding)")
+    portal_max_seconds: int = Field(
+        12 * 3600, description="the portal signs a browser out this long after sign-in, active or not")
     signin_max_failures: int = Field(
         5, description="wrong passwords or one-time codes in a row before a patient account is locked")
     signin_lockout_seconds: int = Field(

@@ -18,9 +18,7 @@ from carnet.auth.principal import Principal
 from carnet.demo_people import DemoDirectory, DemoIdentity
 from carnet.directory import keys
 from carnet.fhir import jsonio
-
-LOINC = "http://loinc.org"
-ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+from carnet.policy.consents import consent as _consent
 
 
 def roles(directory: DemoDirectory) -> dict[str, str]:
@@ -31,23 +29,6 @@ def roles(directory: DemoDirectory) -> dict[str, str]:
         out[f"{code}/L"] = directory.performers[2 * n]
         out[f"{code}/S"] = directory.performers[2 * n + 1]
     return out
-
-
-def _consent(pid: str, kind: str, actor: str | None = None, purpose: str | None = None) -> dict[str, Any]:
-    provision: dict[str, Any] = {"type": kind}
-    if actor:
-        provision["actor"] = [{"role": {"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]},
-            "reference": {"reference": actor}}]
-    if purpose:
-        provision["purpose"] = [{"system": ACT_REASON, "code": purpose}]
-    return {"resourceType": "Consent", "status": "active",
-            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                                  "code": "patient-privacy"}]},
-            "category": [{"coding": [{"system": LOINC, "code": "59284-0"}]}],
-            "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-                                       "code": "OPTIN"}]},
-            "patient": {"reference": f"Patient/{pid}"}, "provision": provision}
 
 
 def grant(router: Any, principal: Principal, identities: list[DemoIdentity], directory: DemoDirectory) -> int:

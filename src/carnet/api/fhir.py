@@ -32,6 +32,27 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def dispatch(router: FhirRouter, freq: FhirRequest, principal: Principal) -> FhirResponse:
+    """Run one FHIR interaction as ``principal`` (off the event loop) and trace it: the answer is
+    given once its audit rows are durable, and a 503 otherwise. The FHIR endpoint and the portal
+    both call the engine this way, so a page shows exactly what the API would answer."""
+    later: list[dict[str, Any]] = []
+    try:
+        resp: FhirResponse = await run_in_threadpool(router.handle, freq, principal, later)
+    except Exception:  # a bug, not the client's fault: log it, answer without internals
+        log.exception("unexpected error on %s /fhir/%s", freq.method, freq.path)
+        resp = FhirResponse(500, outcome([Issue("fatal", "exception",
+                                                "internal error; the request changed nothing")]))
+    if later and router.audit is not None:
+        try:  # the response leaves once its audit rows are durable, and not otherwise
+            await router.audit.write_async(later)
+        except Exception:
+            log.exception("the audit trail could not be written for %s /fhir/%s", freq.method, freq.path)
+            resp = FhirResponse(503, outcome([Issue("fatal", "transient",
+                                                    "the access could not be traced; try again")]))
+    return resp
+
+
 async def fhir_endpoint(request: Request) -> Response:
     router: FhirRouter = request.app.state.fhir
     settings = request.app.state.settings
@@ -51,20 +72,7 @@ async def fhir_endpoint(request: Request) -> Response:
         path = request.path_params.get("path", "").strip("/")
         headers = {k.lower(): v for k, v in request.headers.items()}
         freq = FhirRequest(request.method, path, list(request.query_params.multi_items()), headers, body)
-        later: list[dict[str, Any]] = []
-        try:
-            resp = await run_in_threadpool(router.handle, freq, principal, later)
-        except Exception:  # a bug, not the client's fault: log it, answer without internals
-            log.exception("unexpected error on %s /fhir/%s", request.method, path)
-            resp = FhirResponse(500, outcome([Issue("fatal", "exception",
-                                                    "internal error; the request changed nothing")]))
-        if later and router.audit is not None:
-            try:  # the response leaves once its audit rows are durable, and not otherwise
-                await router.audit.write_async(later)
-            except Exception:
-                log.exception("the audit trail could not be written for %s /fhir/%s", request.method, path)
-                resp = FhirResponse(503, outcome([Issue("fatal", "transient",
-                                                        "the access could not be traced; try again")]))
+        resp = await dispatch(router, freq, principal)
     headers = dict(resp.headers)
     if resp.status == 401:  # RFC 6750: say how to authenticate, and why a presented token failed
         headers["www-authenticate"] = ('Bearer realm="carnet", error="invalid_token"'

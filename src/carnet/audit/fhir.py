@@ -89,6 +89,8 @@ def _query(repo: Repository, query: list[tuple[str, str]], max_count: int,
         values = [v for v in value.split(",") if v.strip()]
         if base == "patient":
             where.append(t.patient_id.in_([_reference_id(v, "Patient") for v in values]))
+        elif name == "agent:not":  # every agent but these (a patient's history without their own reads)
+            where.append(t.agent.notin_([v.strip() for v in values]) | t.agent.is_(None))
         elif base == "agent":
             where.append(t.agent.in_([v.strip() for v in values]))
         elif base == "date":

@@ -64,6 +64,15 @@ class SignInSessions:
                 .values(state=json.dumps(state))
             )
 
+    def renew(self, token: str) -> None:
+        """Push the session's end ``ttl`` seconds from now (a sliding expiry)."""
+        with self.engine.connect().execution_options(carnet_write=True) as conn, conn.begin():
+            conn.execute(
+                update(signin_sessions)
+                .where(signin_sessions.c.session_id == _key(token))
+                .values(expires_at=int((time.time() + self.ttl) * _US))
+            )
+
     def end(self, token: str) -> None:
         with self.engine.connect().execution_options(carnet_write=True) as conn, conn.begin():
             conn.execute(delete(signin_sessions).where(signin_sessions.c.session_id == _key(token)))
