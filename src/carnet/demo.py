@@ -194,6 +194,7 @@ class DemoSummary:
     counts: dict[str, int]  # resources per type now in the database
     insi_file: Path  # the reference file of the local INSi, with every demo identity
     identities: tuple[DemoIdentity, ...]  # the patients created by this run
+    professionals: tuple[tuple[str, str, str], ...] = ()  # (name, French role, English role)
 
 
 def load(settings: Settings, engine: Engine, *, patients: int = 25, seed: int = 2026,
@@ -229,7 +230,7 @@ def load(settings: Settings, engine: Engine, *, patients: int = 25, seed: int = 
     demo_access.grant(router, principal, identities, directory)
     demo_accounts(settings, engine, router, principal, identities)
     analyze(engine)
-    return DemoSummary(router.counts(), insi_file, tuple(identities))
+    return DemoSummary(router.counts(), insi_file, tuple(identities), tuple(demo_access.cast(directory)))
 
 
 def _qualify(router: Any, principal: Principal, identities: list[DemoIdentity]) -> None:

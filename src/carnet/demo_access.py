@@ -72,3 +72,24 @@ def grant(router: Any, principal: Principal, identities: list[DemoIdentity], dir
     if entries:
         call("POST", "", {"resourceType": "Bundle", "type": "transaction", "entry": entries})
     return len(entries)
+
+
+CAST = (
+    ("10/L", "médecin traitant de chaque adulte", "every adult's médecin traitant"),
+    ("60/L", "infirmier, équipe de soins", "nurse, care team"),
+    ("21/L", "pharmacien, équipe de soins", "pharmacist, care team"),
+    ("10/S", "médecin bloqué par « patient »", "physician blocked by 'patient'"),
+    ("40/S", "chirurgien-dentiste autorisé par « patient »", "dentist authorised by 'patient'"),
+)
+
+
+def cast(directory: DemoDirectory) -> list[tuple[str, str, str]]:
+    """(name, French role, English role) of the demo professionals the README's tour uses; the
+    médecin traitant is also the Centre 15 regulating doctor (the development provider's
+    « régulation (Centre 15) » choice)."""
+    who = roles(directory)
+    names = {f"Practitioner/{e['resource']['id']}": e["resource"] for e in directory.bundle["entry"]
+             if e["resource"]["resourceType"] == "Practitioner"}
+    from carnet.auth.people import display_of
+
+    return [(display_of(names[who[key]]), fr, en) for key, fr, en in CAST]

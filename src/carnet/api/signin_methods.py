@@ -35,6 +35,8 @@ from carnet.auth.server import SignedIn
 from carnet.config import Mode, Settings
 from carnet.errors import CarnetError
 
+PHYSICIAN = "10"  # TRE_G15 "Médecin"
+REGULATION_ROLE = "centre15"  # carnet.policy.operations: the role of a Centre 15 regulating doctor
 MAX_SESSION_FAILURES = 10  # wrong answers in one sign-in session before it ends
 SENT_CODE_SECONDS = 300  # life of a code sent through the notifier
 
@@ -50,13 +52,15 @@ def _development_context(request: Request) -> dict[str, Any]:
             i["value"] for i in practitioner["identifier"] if i.get("system") == people.PS_IDNAT_SYSTEM
         )
         codes = people.professions_of(practitioner)
-        listed.append(
-            {
-                "national_id": national_id,
-                "display": people.display_of(practitioner),
-                "profession": people.profession_label(codes[0]) if codes else "",
-            }
-        )
+        entry = {
+            "national_id": national_id,
+            "display": people.display_of(practitioner),
+            "profession": people.profession_label(codes[0]) if codes else "",
+        }
+        listed.append(entry)
+        if codes and codes[0] == PHYSICIAN:  # a physician may also sign on as a Centre 15 regulating doctor
+            listed.append(entry | {"national_id": f"{national_id}|{REGULATION_ROLE}",
+                                   "profession": f"{entry['profession']} — régulation (Centre 15)"})
     return {"practitioners": listed}
 
 
@@ -68,10 +72,10 @@ async def development_signin(request: Request) -> Response:
     signin = _signin(request)
     if signin.settings.mode is not Mode.DEVELOPMENT:
         return error_page(request, _lang(request, state), "development mode only", 403)
+    national_id, _, role = form.get("national_id", "").strip().partition("|")
+    identity = people.ProfessionalIdentity(national_id, roles=frozenset({role} & {REGULATION_ROLE}))
     try:
-        principal = await run_in_threadpool(
-            people.practitioner_principal, signin.router, form.get("national_id", "").strip()
-        )
+        principal = await run_in_threadpool(people.practitioner_principal, signin.router, identity)
     except CarnetError:
         return await page(request, token, state, message=t(_lang(request, state))("unknown_pro"), status=400)
     return await finish(request, token, state, SignedIn(principal, int(time.time()), ("dev",)))

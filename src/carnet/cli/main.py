@@ -88,12 +88,15 @@ def demo(data: Path | None, patients: int, seed: int) -> None:
     settings = _settings(data)
     engine = make_engine(settings)
     upgrade(engine)
-    counts = demo_data.seed(settings, engine, patients=patients, seed=seed)
+    loaded = demo_data.load(settings, engine, patients=patients, seed=seed)
     engine.dispose()
-    summary = ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
+    summary = ", ".join(f"{n} {t}" for t, n in sorted(loaded.counts.items()))
     click.echo(f"demo data loaded: {summary}")
-    click.echo(f"demo sign-in (patients, at /oauth/authorize): patient or parent, password "
-               f"{demo_data.DEMO_PASSWORD}, one-time code in the server's log")
+    click.echo(f"demo sign-in at {settings.public_base_url}/ — patients: « patient » (an adult) or "
+               f"« parent » (with a child), password {demo_data.DEMO_PASSWORD}, one-time code in the "
+               "server's log; professionals (development provider):")
+    for name, role, _ in loaded.professionals:
+        click.echo(f"  {name}: {role}")
 
 
 @main.command()

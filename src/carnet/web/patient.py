@@ -259,6 +259,8 @@ def _relabel(resource: dict[str, Any], masked: bool) -> list[dict[str, Any]]:
                 ]
             }
         )
+    if not labels:  # FHIR has no empty arrays
+        return [{"op": "remove", "path": "/securityLabel"}]
     return [{"op": "add", "path": "/securityLabel", "value": labels}]
 
 

@@ -50,6 +50,7 @@ LANG_COOKIE = "carnet_langue"
 CLIENT_ID = "carnet-portail"
 SCOPES = ("openid", "fhirUser", "launch/patient", "patient/*.cruds", "user/*.cruds")
 HERE = Path(__file__).parent
+MAX_PART_BYTES = 11 * 1024 * 1024  # an uploaded PDF (10 MB) and room for its form
 _env = Environment(
     loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]), auto_reload=False
 )
@@ -320,12 +321,18 @@ def page(kind: Kind | None = None) -> Callable[[Handler], Callable[[Request], Aw
                 return landing_redirect("expired")
             if kind is not None and visitor.principal.kind != kind:
                 return not_found(request, visitor)
-            if request.method == "POST":
-                form = await request.form()
+            if request.method != "POST":
+                return await handler(request, visitor)
+            declared = request.headers.get("content-length", "")
+            if not declared.isdigit() or int(declared) > MAX_PART_BYTES:
+                return render(request, "error.html", visitor, 413, message=text(visitor.lang)("too_big"))
+            # the form is parsed once (the handler's request.form() answers the same); its
+            # uploaded files are closed when the handler is done
+            async with request.form(max_part_size=MAX_PART_BYTES) as form:
                 presented = form.get("csrf")
                 if not isinstance(presented, str) or not p.sessions.check_csrf(visitor.token, presented):
                     return render(request, "error.html", visitor, 403, message=text(visitor.lang)("csrf"))
-            return await handler(request, visitor)
+                return await handler(request, visitor)
 
         endpoint.__name__ = handler.__name__
         endpoint.__doc__ = handler.__doc__
