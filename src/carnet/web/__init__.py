@@ -13,13 +13,13 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from carnet.web import access, patient, pro
-from carnet.web.portal import HERE, LANG_COOKIE, Visitor, page, portal, render, safe_next
+from carnet.web.portal import HERE, LANG_COOKIE, Visitor, page, portal_of, render, safe_next
 
 _MESSAGES = ("expired", "signin_failed", "signed_out")
 
 
 async def landing(request: Request) -> Response:
-    visitor = await portal(request).visitor(request)
+    visitor = await portal_of(request).visitor(request)
     if visitor is not None:
         return RedirectResponse("/portail", status_code=303)
     message = request.query_params.get("message")
@@ -27,16 +27,16 @@ async def landing(request: Request) -> Response:
 
 
 async def sign_in(request: Request) -> Response:
-    return await portal(request).start_signin(request)
+    return await portal_of(request).start_signin(request)
 
 
 async def callback(request: Request) -> Response:
-    return await portal(request).finish_signin(request)
+    return await portal_of(request).finish_signin(request)
 
 
 @page()
 async def sign_out(request: Request, visitor: Visitor) -> Response:
-    return await portal(request).sign_out(visitor)
+    return await portal_of(request).sign_out(visitor)
 
 
 async def choose_language(request: Request) -> Response:
@@ -51,7 +51,7 @@ async def choose_language(request: Request) -> Response:
             max_age=365 * 86400,
             path="/",
             samesite="lax",
-            secure=portal(request).secure,
+            secure=portal_of(request).secure,
         )
     return response
 

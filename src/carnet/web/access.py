@@ -12,7 +12,7 @@ from carnet.identity import fhir as idfhir
 from carnet.policy.consents import actor_of, consent, is_emergency_opposition
 from carnet.web import views
 from carnet.web.patient import current_record, outcome_text, record_name
-from carnet.web.portal import Visitor, form_of, not_found, page, portal, render, text
+from carnet.web.portal import Visitor, form_of, not_found, page, portal_of, render, text
 
 LEVELS = {
     "full": ("Accès complet (y compris documents masqués)", "Full access (hidden documents included)"),
@@ -30,7 +30,7 @@ async def _names(request: Request, visitor: Visitor, refs: set[str]) -> dict[str
         rtype, _, rid = ref.partition("/")
         by_type.setdefault(rtype, []).append(rid)
     for rtype, ids in by_type.items():
-        status, bundle = await portal(request).json(
+        status, bundle = await portal_of(request).json(
             visitor.principal, "GET", rtype, [("_id", ",".join(sorted(ids))), ("_count", str(len(ids)))]
         )
         for resource in views.matches(bundle) if status == 200 else []:
@@ -39,7 +39,7 @@ async def _names(request: Request, visitor: Visitor, refs: set[str]) -> dict[str
 
 
 async def _consents(request: Request, visitor: Visitor, record: str) -> list[dict[str, Any]]:
-    status, bundle = await portal(request).json(
+    status, bundle = await portal_of(request).json(
         visitor.principal,
         "GET",
         "Consent",
@@ -51,7 +51,7 @@ async def _consents(request: Request, visitor: Visitor, record: str) -> list[dic
 @page(Kind.PATIENT)
 async def access(request: Request, visitor: Visitor) -> Response:
     record, listed = await current_record(request, visitor)
-    p = portal(request)
+    p = portal_of(request)
     i = 1 if visitor.lang == "en" else 0
     status, summary = await p.json(visitor.principal, "GET", f"Patient/{record}/$access")
     if status != 200:
@@ -133,7 +133,7 @@ async def decide(request: Request, visitor: Visitor) -> Response:
     record, _ = await current_record(request, visitor)
     form = await form_of(request)
     action = request.path_params["action"]
-    p = portal(request)
+    p = portal_of(request)
     result: tuple[int, dict[str, Any]] | None = None
     if action in ("autoriser", "bloquer"):
         actor = form.get("actor", "")
@@ -174,13 +174,13 @@ async def _withdraw(
     changed = dict(resource)
     changed["status"] = "inactive"
     changed.pop("meta", None)
-    return await portal(request).json(visitor.principal, "PUT", f"Consent/{resource['id']}", body=changed)
+    return await portal_of(request).json(visitor.principal, "PUT", f"Consent/{resource['id']}", body=changed)
 
 
 @page(Kind.PATIENT)
 async def identity(request: Request, visitor: Visitor) -> Response:
     record, listed = await current_record(request, visitor)
-    status, patient = await portal(request).json(visitor.principal, "GET", f"Patient/{record}")
+    status, patient = await portal_of(request).json(visitor.principal, "GET", f"Patient/{record}")
     if status != 200:
         return not_found(request, visitor)
     ins = idfhir.read_patient_ins(patient)

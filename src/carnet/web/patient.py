@@ -19,7 +19,7 @@ from carnet.ledger.note import NoteVerifier
 from carnet.ledger.verify import entry_proof_from_parameters, verify_entry
 from carnet.policy.attributes import VISIBILITY_SYSTEM
 from carnet.web import views
-from carnet.web.portal import Visitor, form_of, not_found, page, portal, render, text
+from carnet.web.portal import Visitor, form_of, not_found, page, portal_of, render, text
 
 PAGE = 25
 MAX_UPLOAD = 10 * 1024 * 1024
@@ -27,7 +27,7 @@ MAX_UPLOAD = 10 * 1024 * 1024
 
 async def records(request: Request, visitor: Visitor) -> list[dict[str, Any]]:
     """The records a patient may open: their own, then those of the minors they represent."""
-    status, bundle = await portal(request).json(
+    status, bundle = await portal_of(request).json(
         visitor.principal, "GET", "Patient", [("_count", "20"), ("_elements", "name,birthDate")]
     )
     own = visitor.principal.resource_id
@@ -45,7 +45,7 @@ async def current_record(request: Request, visitor: Visitor) -> tuple[str, list[
     if record not in {r["id"] for r in listed}:  # no longer represented: back to their own
         record = visitor.principal.resource_id or ""
         visitor.state.pop("record", None)
-        await portal(request).save(visitor)
+        await portal_of(request).save(visitor)
     return record, listed
 
 
@@ -64,7 +64,7 @@ async def search_documents(
         ("_count", str(count)),
         *query,
     ]
-    status, bundle = await portal(request).json(visitor.principal, "GET", "DocumentReference", params)
+    status, bundle = await portal_of(request).json(visitor.principal, "GET", "DocumentReference", params)
     return views.documents(bundle, visitor.lang) if status == 200 else []
 
 
@@ -75,7 +75,7 @@ async def accesses(
     query = [("patient", record), ("_sort", "-date"), ("_count", str(count)), ("_offset", str(offset))]
     if not mine and visitor.principal.fhir_user:
         query.append(("agent:not", visitor.principal.fhir_user))
-    status, bundle = await portal(request).json(visitor.principal, "GET", "AuditEvent", query)
+    status, bundle = await portal_of(request).json(visitor.principal, "GET", "AuditEvent", query)
     if status != 200:
         return [], False
     rows = [views.access_row(e, visitor.lang) for e in views.matches(bundle)]
@@ -88,7 +88,7 @@ async def choose_record(request: Request, visitor: Visitor) -> Response:
     wanted = (await form_of(request)).get("record", "")
     if wanted in {r["id"] for r in await records(request, visitor)}:
         visitor.state["record"] = wanted
-        await portal(request).save(visitor)
+        await portal_of(request).save(visitor)
     return RedirectResponse("/portail", status_code=303)
 
 
@@ -145,7 +145,7 @@ async def documents(request: Request, visitor: Visitor) -> Response:
 
 
 async def read_document(request: Request, visitor: Visitor, doc_id: str) -> dict[str, Any] | None:
-    status, bundle = await portal(request).json(
+    status, bundle = await portal_of(request).json(
         visitor.principal,
         "GET",
         "DocumentReference",
@@ -205,7 +205,9 @@ async def document_bytes(
     if "Binary/" not in url:
         return None
     binary = url.rsplit("Binary/", 1)[1].split("?")[0]
-    resp = await portal(request).fhir(visitor.principal, "GET", f"Binary/{binary}", headers={"accept": "*/*"})
+    resp = await portal_of(request).fhir(
+        visitor.principal, "GET", f"Binary/{binary}", headers={"accept": "*/*"}
+    )
     if resp.status != 200:
         return None
     body = b"".join(resp.stream) if resp.stream is not None else resp.json_bytes()
@@ -273,7 +275,7 @@ async def mask(request: Request, visitor: Visitor) -> Response:
     found = await read_document(request, visitor, doc_id)
     if found is None:
         return not_found(request, visitor)
-    p = portal(request)
+    p = portal_of(request)
     status, answer = await p.json(
         visitor.principal,
         "PATCH",
@@ -343,7 +345,7 @@ async def upload(request: Request, visitor: Visitor) -> Response:
             }
         ],
     }
-    p = portal(request)
+    p = portal_of(request)
     status, answer = await p.json(visitor.principal, "POST", "DocumentReference", body=body)
     if status >= 300:
         return render(
@@ -388,7 +390,7 @@ async def history(request: Request, visitor: Visitor) -> Response:
 async def verify(request: Request, visitor: Visitor) -> Response:
     """Check one entry's inclusion proof against the signed checkpoint, with the published key."""
     event_id = request.path_params["event"]
-    p = portal(request)
+    p = portal_of(request)
     status, event = await p.json(visitor.principal, "GET", f"AuditEvent/{event_id}")
     if status != 200:
         return not_found(request, visitor)

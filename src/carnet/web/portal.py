@@ -288,7 +288,7 @@ def render(
     flashes = []
     if visitor is not None and visitor.state.get("flash"):
         flashes = visitor.state.pop("flash")
-        portal(request).sessions.save(visitor.token, visitor.state)
+        portal_of(request).sessions.save(visitor.token, visitor.state)
     html = _env.get_template(template).render(
         lang=lang,
         t=text(lang),
@@ -301,7 +301,7 @@ def render(
     return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
 
 
-def portal(request: Request) -> Portal:
+def portal_of(request: Request) -> Portal:
     found: Portal = request.app.state.portal
     return found
 
@@ -315,7 +315,7 @@ def page(kind: Kind | None = None) -> Callable[[Handler], Callable[[Request], Aw
 
     def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            p = portal(request)
+            p = portal_of(request)
             visitor = await p.visitor(request)
             if visitor is None:
                 return landing_redirect("expired")

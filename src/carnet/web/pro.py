@@ -21,7 +21,7 @@ from carnet.auth.principal import Kind, Principal
 from carnet.identity import nir
 from carnet.web import views
 from carnet.web.patient import MAX_UPLOAD, content_response, document_page, outcome_text, search_documents
-from carnet.web.portal import Visitor, form_of, page, portal, render, text
+from carnet.web.portal import Visitor, form_of, page, portal_of, render, text
 
 INS_SYSTEMS = tuple(f"urn:oid:{oid}" for oid in (nir.OID_INS_NIR, nir.OID_INS_NIR_TEST, nir.OID_INS_NIR_DEMO))
 REGULATION_ROLE = "centre15"
@@ -32,7 +32,7 @@ def as_for(request: Request, visitor: Visitor, pid: str) -> Principal:
     token = (visitor.state.get("emergency") or {}).get(pid)
     if token:
         try:
-            found: Principal = portal(request).state.issuer.verify(token)
+            found: Principal = portal_of(request).state.issuer.verify(token)
             if found.patient == pid:
                 return found
         except Exception:  # expired or revoked: back to the ordinary rights
@@ -67,7 +67,7 @@ async def find(request: Request, visitor: Visitor) -> Response:
             if form.get(field):
                 query.append((param, form[field]))
         if len(query) > 1:
-            status, bundle = await portal(request).json(visitor.principal, "GET", "Patient", query)
+            status, bundle = await portal_of(request).json(visitor.principal, "GET", "Patient", query)
             results = [_patient_row(p, visitor.lang) for p in views.matches(bundle)] if status == 200 else []
         else:
             results = []
@@ -78,7 +78,7 @@ async def find(request: Request, visitor: Visitor) -> Response:
 async def record(request: Request, visitor: Visitor) -> Response:
     pid = request.path_params["pid"]
     who = as_for(request, visitor, pid)
-    status, patient = await portal(request).json(who, "GET", f"Patient/{pid}")
+    status, patient = await portal_of(request).json(who, "GET", f"Patient/{pid}")
     if status != 200:
         return render(request, "pro/withheld.html", visitor, 404, pid=pid)
     documents = await search_documents(request, _as(visitor, who), pid, [], count=100)
@@ -171,7 +171,7 @@ async def publish(request: Request, visitor: Visitor) -> Response:
         ],
         "context": {"period": {"start": when}},
     }
-    p = portal(request)
+    p = portal_of(request)
     status, answer = await p.json(visitor.principal, "POST", "DocumentReference", body=body)
     if status >= 300:
         return render(
@@ -206,7 +206,7 @@ async def emergency(request: Request, visitor: Visitor) -> Response:
             error=t("reason_required"),
             ins=form.get("ins", ""),
         )
-    p = portal(request)
+    p = portal_of(request)
     status, answer = (
         await p.json(
             visitor.principal,
@@ -242,7 +242,7 @@ async def _resolve_ins(request: Request, ins: str) -> str | None:
     if not ins.isdigit() or len(ins) != 15:
         return None
     system = Principal.system("carnet-portail")
-    status, bundle = await portal(request).json(
+    status, bundle = await portal_of(request).json(
         system,
         "GET",
         "Patient",
@@ -263,5 +263,5 @@ async def emergency_form(request: Request, visitor: Visitor) -> Response:
 async def end_emergency(request: Request, visitor: Visitor) -> Response:
     pid = request.path_params["pid"]
     (visitor.state.get("emergency") or {}).pop(pid, None)
-    await portal(request).save(visitor)
+    await portal_of(request).save(visitor)
     return RedirectResponse(f"/portail/patients/{pid}", status_code=303)
