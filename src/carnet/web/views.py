@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any
@@ -170,6 +171,13 @@ OPERATIONS = {
 }
 
 
+def _decoded(query: str) -> str:
+    try:
+        return base64.b64decode(query).decode("utf-8")
+    except ValueError:
+        return ""
+
+
 SYSTEM = ("Carnet (traitement automatique)", "Carnet (automatic processing)")
 
 
@@ -211,6 +219,10 @@ def access_row(event: dict[str, Any], lang: str) -> dict[str, Any]:
         for coding in purpose.get("coding") or []:
             if coding.get("code") in ("emergency", "regulation"):
                 mode, reason = str(coding["code"]), str(purpose.get("text") or "")
+    if len(codes) > 1 and codes[1].lstrip("$") in ("break-glass", "regulation-access"):
+        # the opening of an emergency access: its written reason is the event's query
+        mode = "emergency" if codes[1].lstrip("$") == "break-glass" else "regulation"
+        reason = next((_decoded(e["query"]) for e in event.get("entity") or [] if e.get("query")), reason)
     return {
         "id": event.get("id"),
         "when": fmt_date(event.get("recorded"), lang, with_time=True),
