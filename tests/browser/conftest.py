@@ -126,9 +126,39 @@ def new_context(browser: Browser, *, phone: bool = False, javascript: bool = Tru
                                java_script_enabled=javascript, is_mobile=phone, has_touch=phone)
 
 
+JOURNEYS = ("test_portal_patient", "test_portal_pro", "test_portal_rules")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The journeys run at desktop and phone widths (the phone layout stacks tables and wraps the
+    menu: the same actions must work there)."""
+    if "width" in metafunc.fixturenames and metafunc.module.__name__.rsplit(".", 1)[-1] in JOURNEYS:
+        metafunc.parametrize("width", ["desktop", "phone"], indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Phone widths on SQLite only: the layout does not depend on the database, and the journeys
+    already run on both databases at desktop width."""
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        if params is not None and params.params.get("width") == "phone" and params.params.get("portal") != "sqlite":
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    ctx = new_context(browser)
+def width(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "desktop"))
+
+
+@pytest.fixture
+def context(browser: Browser, width: str) -> Iterator[BrowserContext]:
+    ctx = new_context(browser, phone=width == "phone")
     yield ctx
     ctx.close()
 
@@ -179,3 +209,18 @@ def api_as_system(portal: Portal, method: str, path: str, body: Any = None,
                                      jsonio.dumps(body) if body is not None else None), Principal.system())
     assert resp.status < 300, resp.json_bytes()[:500]
     return jsonio.loads(resp.json_bytes()) if resp.json_bytes() else None
+
+
+def documents_shown_to(portal: Portal, pid: str, hidden_label: str) -> list[str]:
+    """A second reading of what a patient (``INVISIBLE_PATIENT``) or a representative
+    (``INVISIBLE_REPRESENTANTS_LEGAUX``) may see of a record: its current documents but those
+    carrying the label that hides them from that reader."""
+    bundle = api_as_system(portal, "GET", "DocumentReference", query=[
+        ("patient", f"Patient/{pid}"), ("status", "current"), ("_count", "500")])
+    out = []
+    for entry in bundle.get("entry") or []:
+        doc = entry["resource"]
+        codes = {c.get("code") for label in doc.get("securityLabel") or [] for c in label.get("coding") or []}
+        if hidden_label not in codes:
+            out.append(str(doc.get("description") or ""))
+    return out

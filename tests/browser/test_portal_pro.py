@@ -4,6 +4,7 @@ as the rules allow, publish a document, emergency and regulation access with a w
 from __future__ import annotations
 
 import re
+import uuid
 
 from playwright.sync_api import Page, expect
 
@@ -42,19 +43,20 @@ def test_the_medecin_traitant_finds_a_patient_and_publishes_a_document(page: Pag
     page.get_by_label("Fichier PDF").set_input_files(files=[{
         "name": "cr.pdf", "mimeType": "application/pdf", "buffer": minimal_pdf(["Compte rendu de consultation"])}])
     page.get_by_label("Type de document").select_option(value="http://loinc.org|11488-4")
-    page.get_by_label("Titre").fill("Compte rendu de consultation du jour")
+    title = f"Compte rendu de consultation {uuid.uuid4().hex[:6]}"
+    page.get_by_label("Titre").fill(title)
     page.get_by_label("Date de l'acte").fill("2026-11-30")
     shot(page, "pro-publish")
     page.get_by_role("button", name="Publier un document").click()
     expect(page.get_by_role("status")).to_contain_text("Le document a été publié dans le dossier.")
     expect(page.locator("table.documents tbody tr")).to_have_count(before + 1)
-    page.get_by_role("link", name="Compte rendu de consultation du jour").click()
+    page.get_by_role("link", name=title).click()
     expect(page.locator("dl.facts")).to_contain_text("Girard".upper())
     shot(page, "pro-record")
     # the patient sees it, and sees that their médecin traitant opened their record
     page.context.clear_cookies()
     sign_in_patient(page, portal, "patient")
-    expect(page.locator("table.documents")).to_contain_text("Compte rendu de consultation du jour")
+    expect(page.locator("table.documents")).to_contain_text(title)
     expect(page.locator("table.history").first).to_contain_text("Girard")
 
 

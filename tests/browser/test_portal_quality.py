@@ -40,6 +40,23 @@ def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(page: Page
     assert {p["name"]: p.get("valueBoolean") for p in access["parameter"]}["emergencyOpposed"] is False
 
 
+def test_the_forms_before_sign_in_carry_a_token_too(page: Page, portal: Portal) -> None:
+    page.goto(portal.url + "/")
+    token = page.locator("form:has(button[value=patient]) input[name=csrf]").get_attribute("value")
+    assert token and len(token) >= 40
+    other = page.context.browser.new_context() if page.context.browser else None  # a site with no cookie
+    assert other is not None
+    try:
+        forged = other.request.post(f"{portal.url}/portail/connexion", form={"csrf": token}, max_redirects=0)
+        assert forged.status == 403  # the token alone is not enough: it must match the visitor's cookie
+        switched = other.request.post(f"{portal.url}/portail/langue", form={"lang": "en"}, max_redirects=0)
+        assert switched.status == 403 and "carnet_langue" not in switched.headers.get("set-cookie", "")
+    finally:
+        other.close()
+    started = page.request.post(f"{portal.url}/portail/connexion", form={"csrf": token}, max_redirects=0)
+    assert started.status == 303 and started.headers["location"].startswith("/oauth/authorize?")
+
+
 def test_session_cookie_and_page_headers(page: Page, portal: Portal) -> None:
     sign_in_patient(page, portal, "patient")
     cookie = next(c for c in page.context.cookies() if c["name"] == portal_mod.COOKIE)

@@ -64,7 +64,7 @@ def test_a_masked_document_is_hidden_from_the_care_team_but_not_the_medecin_trai
     page.context.clear_cookies()
     sign_in_professional(page, portal, portal.professional("médecin traitant"))
     page.goto(f"{portal.url}/portail/patients/{pid}")
-    row = page.locator("table.documents tbody tr", has_text="Consultation de psychiatrie")
+    row = page.locator("table.documents tbody tr", has_text="Consultation de psychiatrie").first
     expect(row.locator(".badge.masked")).to_be_visible()
 
 

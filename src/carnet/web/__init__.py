@@ -13,7 +13,18 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from carnet.web import access, patient, pro
-from carnet.web.portal import HERE, LANG_COOKIE, Visitor, page, portal_of, render, safe_next
+from carnet.web.portal import (
+    HERE,
+    LANG_COOKIE,
+    Visitor,
+    form_token_ok,
+    language,
+    page,
+    portal_of,
+    render,
+    safe_next,
+    text,
+)
 
 _MESSAGES = ("expired", "signin_failed", "signed_out")
 
@@ -27,6 +38,9 @@ async def landing(request: Request) -> Response:
 
 
 async def sign_in(request: Request) -> Response:
+    form = await request.form()
+    if not form_token_ok(request, None, form.get("csrf")):
+        return render(request, "error.html", None, 403, message=text(language(request))("csrf"))
     return await portal_of(request).start_signin(request)
 
 
@@ -40,8 +54,11 @@ async def sign_out(request: Request, visitor: Visitor) -> Response:
 
 
 async def choose_language(request: Request) -> Response:
-    """Switch French / English (a cosmetic cookie; no CSRF check needed for it)."""
+    """Switch French / English (a cookie of its own, not tied to the session)."""
     form = await request.form()
+    visitor = await portal_of(request).visitor(request)
+    if not form_token_ok(request, visitor, form.get("csrf")):
+        return render(request, "error.html", visitor, 403, message=text(language(request))("csrf"))
     lang = form.get("lang")
     response = RedirectResponse(safe_next(str(form.get("next") or "/")), status_code=303)
     if lang in ("fr", "en"):
@@ -68,7 +85,7 @@ def routes() -> list[BaseRoute]:
     return [
         Route("/", landing),
         Route("/portail", home),
-        Route("/portail/connexion", sign_in, methods=both),
+        Route("/portail/connexion", sign_in, methods=["POST"]),
         Route("/portail/retour", callback),
         Route("/portail/deconnexion", sign_out, methods=["POST"]),
         Route("/portail/langue", choose_language, methods=["POST"]),

@@ -19,6 +19,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -47,6 +48,7 @@ log = logging.getLogger("carnet.web")
 
 COOKIE = "carnet_portail"
 LANG_COOKIE = "carnet_langue"
+ANON_COOKIE = "carnet_formulaire"  # CSRF token of the forms shown before sign-in
 CLIENT_ID = "carnet-portail"
 SCOPES = ("openid", "fhirUser", "launch/patient", "patient/*.cruds", "user/*.cruds")
 HERE = Path(__file__).parent
@@ -285,6 +287,7 @@ def render(
     request: Request, template: str, visitor: Visitor | None, status: int = 200, **context: Any
 ) -> HTMLResponse:
     lang = visitor.lang if visitor else language(request)
+    anonymous = None if visitor else anonymous_token(request)
     flashes = []
     if visitor is not None and visitor.state.get("flash"):
         flashes = visitor.state.pop("flash")
@@ -293,12 +296,31 @@ def render(
         lang=lang,
         t=text(lang),
         visitor=visitor,
-        csrf=visitor.csrf if visitor else None,
+        csrf=visitor.csrf if visitor else anonymous,
         path=request.url.path,
         flashes=flashes,
         **context,
     )
-    return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
+    response = HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
+    if anonymous is not None and request.cookies.get(ANON_COOKIE) != anonymous:
+        response.set_cookie(ANON_COOKIE, anonymous, path="/", httponly=True, samesite="lax",
+                            secure=portal_of(request).secure)
+    return response
+
+
+def anonymous_token(request: Request) -> str:
+    """The CSRF token of a visitor not signed in (a double-submit cookie, for the sign-in and
+    language forms)."""
+    found = request.cookies.get(ANON_COOKIE, "")
+    return found if re.fullmatch(r"[A-Za-z0-9_-]{43}", found) else secrets.token_urlsafe(32)
+
+
+def form_token_ok(request: Request, visitor: Visitor | None, presented: object) -> bool:
+    if not isinstance(presented, str) or not presented:
+        return False
+    if visitor is not None:
+        return portal_of(request).sessions.check_csrf(visitor.token, presented)
+    return secrets.compare_digest(request.cookies.get(ANON_COOKIE, ""), presented)
 
 
 def portal_of(request: Request) -> Portal:
