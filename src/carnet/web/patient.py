@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
+from starlette.concurrency import iterate_in_threadpool
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from carnet.auth.principal import Kind
 from carnet.ledger.note import NoteVerifier
@@ -22,11 +25,18 @@ from carnet.web import views
 from carnet.web.portal import Visitor, form_of, not_found, page, portal_of, render, text
 
 PAGE = 25
+RECORDS_SECONDS = 60
 MAX_UPLOAD = 10 * 1024 * 1024
 
 
 async def records(request: Request, visitor: Visitor) -> list[dict[str, Any]]:
-    """The records a patient may open: their own, then those of the minors they represent."""
+    """The records a patient may open: their own, then those of the minors they represent.
+
+    Kept a minute in the session: it only chooses what to ask for; the engine decides on every
+    page whether the visitor may still read the record."""
+    cached = visitor.state.get("records")
+    if cached and time.time() - float(cached.get("at", 0)) < RECORDS_SECONDS:
+        return list(cached["list"])
     status, bundle = await portal_of(request).json(
         visitor.principal, "GET", "Patient", [("_count", "20"), ("_elements", "name,birthDate")]
     )
@@ -36,7 +46,11 @@ async def records(request: Request, visitor: Visitor) -> list[dict[str, Any]]:
         if status == 200
         else []
     )
-    return sorted(out, key=lambda r: (not r["own"], r["name"]))
+    listed = sorted(out, key=lambda r: (not r["own"], r["name"]))
+    if status == 200:
+        visitor.state["records"] = {"at": time.time(), "list": listed}
+        await portal_of(request).save(visitor)
+    return listed
 
 
 async def current_record(request: Request, visitor: Visitor) -> tuple[str, list[dict[str, Any]]]:
@@ -200,6 +214,18 @@ async def document(request: Request, visitor: Visitor) -> Response:
 async def document_bytes(
     request: Request, visitor: Visitor, resource: dict[str, Any]
 ) -> tuple[bytes, str] | None:
+    """A document's content (read whole: for the CDA shown in the page)."""
+    found = await document_stream(request, visitor, resource)
+    if found is None:
+        return None
+    chunks, media_type = found
+    return b"".join([chunk async for chunk in iterate_in_threadpool(chunks)]), media_type
+
+
+async def document_stream(
+    request: Request, visitor: Visitor, resource: dict[str, Any]
+) -> tuple[Iterator[bytes], str] | None:
+    """A document's content as the engine streams it (decrypted and verified chunk by chunk)."""
     attachment = ((resource.get("content") or [{}])[0]).get("attachment") or {}
     url = str(attachment.get("url") or "")
     if "Binary/" not in url:
@@ -210,8 +236,8 @@ async def document_bytes(
     )
     if resp.status != 200:
         return None
-    body = b"".join(resp.stream) if resp.stream is not None else resp.json_bytes()
-    return body, resp.media_type or attachment.get("contentType") or "application/octet-stream"
+    chunks = resp.stream if resp.stream is not None else iter([resp.json_bytes()])
+    return chunks, resp.media_type or attachment.get("contentType") or "application/octet-stream"
 
 
 async def content_response(request: Request, visitor: Visitor, doc_id: str) -> Response:
@@ -219,15 +245,15 @@ async def content_response(request: Request, visitor: Visitor, doc_id: str) -> R
     found = await read_document(request, visitor, doc_id)
     if found is None:
         return not_found(request, visitor)
-    content = await document_bytes(request, visitor, found["resource"])
+    content = await document_stream(request, visitor, found["resource"])
     if content is None:
         return not_found(request, visitor)
-    body, media_type = content
+    chunks, media_type = content
     inline = media_type == "application/pdf" and "telecharger" not in request.query_params
     extension = {"application/pdf": "pdf"}.get(media_type, "xml" if media_type in views.CDA_TYPES else "bin")
     disposition = f'{"inline" if inline else "attachment"}; filename="document-{doc_id[:8]}.{extension}"'
-    return Response(
-        body,
+    return StreamingResponse(
+        chunks,
         headers={
             "content-type": media_type,
             "content-disposition": disposition,

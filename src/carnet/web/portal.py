@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -289,9 +290,11 @@ def render(
     lang = visitor.lang if visitor else language(request)
     anonymous = None if visitor else anonymous_token(request)
     flashes = []
+    saved = None
     if visitor is not None and visitor.state.get("flash"):
         flashes = visitor.state.pop("flash")
-        portal_of(request).sessions.save(visitor.token, visitor.state)
+        # shown once: the session forgets them once the page has left (off the event loop)
+        saved = BackgroundTask(portal_of(request).sessions.save, visitor.token, dict(visitor.state))
     html = _env.get_template(template).render(
         lang=lang,
         t=text(lang),
@@ -301,10 +304,11 @@ def render(
         flashes=flashes,
         **context,
     )
-    response = HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
+    response = HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"}, background=saved)
     if anonymous is not None and request.cookies.get(ANON_COOKIE) != anonymous:
-        response.set_cookie(ANON_COOKIE, anonymous, path="/", httponly=True, samesite="lax",
-                            secure=portal_of(request).secure)
+        response.set_cookie(
+            ANON_COOKIE, anonymous, path="/", httponly=True, samesite="lax", secure=portal_of(request).secure
+        )
     return response
 
 

@@ -14,6 +14,7 @@ import time
 import uuid
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -27,12 +28,12 @@ INS_SYSTEMS = tuple(f"urn:oid:{oid}" for oid in (nir.OID_INS_NIR, nir.OID_INS_NI
 REGULATION_ROLE = "centre15"
 
 
-def as_for(request: Request, visitor: Visitor, pid: str) -> Principal:
+async def as_for(request: Request, visitor: Visitor, pid: str) -> Principal:
     """The caller for ``pid``'s record: the emergency principal while an emergency access runs."""
     token = (visitor.state.get("emergency") or {}).get(pid)
     if token:
         try:
-            found: Principal = portal_of(request).state.issuer.verify(token)
+            found: Principal = await run_in_threadpool(portal_of(request).state.issuer.verify, token)
             if found.patient == pid:
                 return found
         except Exception:  # expired or revoked: back to the ordinary rights
@@ -77,7 +78,7 @@ async def find(request: Request, visitor: Visitor) -> Response:
 @page(Kind.PRACTITIONER)
 async def record(request: Request, visitor: Visitor) -> Response:
     pid = request.path_params["pid"]
-    who = as_for(request, visitor, pid)
+    who = await as_for(request, visitor, pid)
     status, patient = await portal_of(request).json(who, "GET", f"Patient/{pid}")
     if status != 200:
         return render(request, "pro/withheld.html", visitor, 404, pid=pid)
@@ -102,7 +103,7 @@ def _as(visitor: Visitor, who: Principal) -> Visitor:
 @page(Kind.PRACTITIONER)
 async def document(request: Request, visitor: Visitor) -> Response:
     pid = request.path_params["pid"]
-    acting = _as(visitor, as_for(request, visitor, pid))
+    acting = _as(visitor, await as_for(request, visitor, pid))
     return await document_page(request, acting, request.path_params["doc"], "pro/document.html", pid=pid)
 
 
@@ -110,7 +111,7 @@ async def document(request: Request, visitor: Visitor) -> Response:
 async def content(request: Request, visitor: Visitor) -> Response:
     pid = request.path_params["pid"]
     return await content_response(
-        request, _as(visitor, as_for(request, visitor, pid)), request.path_params["doc"]
+        request, _as(visitor, await as_for(request, visitor, pid)), request.path_params["doc"]
     )
 
 
