@@ -37,6 +37,15 @@ def test_patient_views_downloads_and_filters_documents(page: Page, portal: Porta
     page.get_by_role("button", name="Filtrer").click()
     for i in range(rows.count()):
         expect(rows.nth(i).locator("td").nth(2)).to_have_text(first_type)
+    # by author: their family name, any case
+    family = rows.nth(0).locator("td").nth(3).inner_text().split()[-1]
+    page.get_by_label("Type de document").select_option(value="")
+    page.get_by_label("Auteur").fill(family.lower())
+    page.get_by_role("button", name="Filtrer").click()
+    expect(rows.first).to_be_visible()
+    for i in range(rows.count()):
+        expect(rows.nth(i).locator("td").nth(3)).to_contain_text(family, ignore_case=True)
+    page.get_by_label("Auteur").fill("")
     # a date range that holds nothing
     page.get_by_label("Type de document").select_option(value="")
     page.get_by_label("Au", exact=True).fill("1990-01-01")

@@ -104,6 +104,10 @@ def test_emergency_access_is_refused_when_the_patient_opposed_it(page: Page, por
     assert page.goto(f"{portal.url}/portail/patients/{pid}").status == 404
     page.get_by_role("button", name="Accéder en urgence").click()  # the browser asks for the reason first
     expect(page.get_by_label("Motif de l'accès en urgence (obligatoire)")).to_be_focused()
+    # without a browser's help (a form posted by hand), the server asks for the reason itself
+    csrf = page.locator("form:has(#reason) input[name=csrf]").get_attribute("value") or ""
+    empty = page.request.post(f"{portal.url}/portail/patients/{pid}/urgence", form={"csrf": csrf, "reason": " "})
+    assert empty.status == 400 and "Le motif est obligatoire." in empty.text()
     page.get_by_label("Motif de l'accès en urgence (obligatoire)").fill("Arrêt cardiaque")
     page.get_by_role("button", name="Accéder en urgence").click()
     expect(page.get_by_role("alert")).to_contain_text("s'est opposé à l'accès en urgence")
