@@ -347,6 +347,14 @@ def page(kind: Kind | None = None) -> Callable[[Handler], Callable[[Request], Aw
                 return landing_redirect("expired")
             if kind is not None and visitor.principal.kind != kind:
                 return not_found(request, visitor)
+            try:
+                return await checked(request, visitor)
+            except Exception:  # a bug, not the visitor's fault: a page that says so, without internals
+                log.exception("portal page %s failed", request.url.path)
+                return render(request, "error.html", visitor, 500, message=text(visitor.lang)("error_text"))
+
+        async def checked(request: Request, visitor: Visitor) -> Response:
+            p = portal_of(request)
             if request.method != "POST":
                 return await handler(request, visitor)
             declared = request.headers.get("content-length", "")

@@ -53,6 +53,8 @@ TEXT: dict[str, tuple[str, str]] = {
         "This page does not exist or you have no access to it.",
     ),
     "error": ("Une erreur est survenue", "Something went wrong"),
+    "error_text": ("La page n'a pas pu être affichée. Réessayez plus tard.",
+                   "The page could not be shown. Please try again later."),
     "back_home": ("Retour à l'accueil", "Back to the home page"),
     # patient home
     "hello": ("Bonjour", "Hello"),
