@@ -34,7 +34,7 @@ from carnet.fhir import jsonio
 from carnet.identity import nir
 
 if TYPE_CHECKING:
-    from carnet.demo_people import DemoIdentity
+    from carnet.demo_people import DemoDirectory, DemoIdentity
 
 FAMILY = ["Martin", "Bernard", "Thomas", "Petit", "Robert", "Richard", "Durand", "Dubois", "Moreau",
           "Laurent", "Simon", "Michel", "Lefèvre", "Leroy", "Roux", "David", "Bertrand", "Morel",
@@ -223,8 +223,7 @@ def load(settings: Settings, engine: Engine, *, patients: int = 25, seed: int = 
         identities.extend(batch.identities)
     insi_file = write_insi_file(settings.data_dir, identities)
     _qualify(router, principal, identities)
-    _documents(router, principal, identities, directory.performers, seed,
-               today or datetime.now(UTC).date())
+    _documents(router, principal, identities, directory, seed, today or datetime.now(UTC).date())
     from carnet import demo_access
 
     demo_access.grant(router, principal, identities, directory)
@@ -261,23 +260,30 @@ def _qualify(router: Any, principal: Principal, identities: list[DemoIdentity]) 
                      body={"resourceType": "Parameters", "parameter": [document]})
 
 
-def _documents(router: Any, principal: Principal, identities: list[DemoIdentity], authors: list[str],
+def _documents(router: Any, principal: Principal, identities: list[DemoIdentity], directory: DemoDirectory,
                seed: int, today: date) -> None:
-    """A few PDF documents in the record of each patient with an INS (published through ITI-105)."""
-    from carnet import demo_documents
+    """A few PDF documents and one CDA document in the record of each patient with an INS (published
+    through ITI-105); the CDA documents are written by the médecin traitant."""
+    from carnet import demo_cda, demo_documents
     from carnet.fhir.router import FhirRequest
 
-    patients = []
+    records = []
+    parent: dict[str, Any] | None = None  # a minor follows their parent in ``identities``
     for identity in identities:
         if not identity.carries_ins:
+            parent = None
             continue
         resp = router.handle(FhirRequest("GET", "Patient", [
             ("identifier", f"urn:oid:{identity.oid}|{identity.matricule}")], {}), principal)
-        for entry in jsonio.loads(resp.json_bytes()).get("entry") or []:
+        found = [e["resource"] for e in jsonio.loads(resp.json_bytes()).get("entry") or []]
+        for patient in found:
             t = identity.traits
             name = f"{t.birth_given_names[0].title()} {t.birth_family_name}"
-            patients.append((entry["resource"]["id"], name))
-    demo_documents.publish(router, principal, patients, authors, seed=seed, today=today)
+            records.append(demo_documents.Record(patient["id"], name, identity, patient,
+                                                 parent if identity.minor else None))
+        parent = None if identity.minor or not found else found[0]
+    demo_documents.publish(router, principal, records, directory.performers, seed=seed, today=today,
+                           cda_author=demo_cda.author_of(directory))
 
 
 DEMO_PASSWORD = "carnet-demo-2026"  # noqa: S105 - the demo accounts' published password

@@ -80,14 +80,18 @@ def test_demo_records_hold_pdf_documents(fhir: Fhir, tmp_path: Path) -> None:
     settings = fhir.backend.settings.model_copy(update={"data_dir": tmp_path})
     summary = demo.load(settings, fhir.backend.engine, patients=6, seed=3)
     with_ins = [i for i in summary.identities if i.carries_ins]
-    assert summary.counts["DocumentReference"] == 3 * len(with_ins) > 0
+    # three PDF documents and one CDA document per record (the CDA: test_demo_cda.py)
+    assert summary.counts["DocumentReference"] == 4 * len(with_ins) > 0
     server = LiveServer(settings)  # the demo's data folder holds the keys and the content
     try:
         identity = with_ins[0]
         [pid] = fhir.search_ids(f"Patient?identifier={quote(DEMO_SYSTEM + '|' + identity.matricule)}")
         docs = fhir.get(f"DocumentReference?patient=Patient/{pid}&_sort=-date").json()["entry"]
-        assert len(docs) == 3
-        for entry in docs:
+        assert len(docs) == 4
+        kinds = [e["resource"]["content"][0]["attachment"]["contentType"] for e in docs]
+        # an adult's synthèse médicale predates their PDFs: the newest document is a PDF
+        assert kinds == ["application/pdf"] * 3 + ["application/hl7-v3+xml"]
+        for entry in docs[:3]:
             doc = entry["resource"]
             assert doc["status"] == "current" and doc["author"][0]["reference"].startswith("Practitioner/")
             att = doc["content"][0]["attachment"]
