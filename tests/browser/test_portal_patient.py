@@ -69,6 +69,25 @@ def test_patient_views_downloads_and_filters_documents(page: Page, portal: Porta
         assert f.read() == pdf.body()  # the exact bytes that were published
 
 
+def test_a_cda_document_reads_as_a_page(page: Page, portal: Portal) -> None:
+    sign_in_patient(page, portal, "patient")
+    open_documents(page)
+    page.locator("table.documents tbody tr", has_text="Synthèse").first.get_by_role("link").click()
+    cda = page.locator("section.cda")
+    expect(cda.locator("h2").first).to_be_visible()
+    assert cda.locator("h2").count() >= 3  # the document's sections, as headings
+    me = page.locator(".who strong").inner_text().split()[-1]
+    expect(cda.locator("dl")).to_contain_text(me, ignore_case=True)  # the header names the patient
+    expect(page.get_by_role("link", name="Ouvrir le PDF dans le navigateur")).to_have_count(0)
+    viewport = page.viewport_size or {"width": 0}
+    assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]  # wide tables scroll inside
+    shot(page, "patient-cda")
+    with page.expect_download() as got:
+        page.get_by_role("link", name="Télécharger").click()
+    with open(got.value.path(), "rb") as f:
+        assert b"ClinicalDocument" in f.read()  # the exact CDA, as a file, never run as a page
+
+
 def test_patient_masks_and_unmasks_a_document_from_professionals(page: Page, portal: Portal) -> None:
     sign_in_patient(page, portal, "patient")
     open_documents(page)

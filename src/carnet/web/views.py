@@ -13,7 +13,8 @@ from carnet.policy.attributes import CODES, labels_of
 
 PARIS = ZoneInfo("Europe/Paris")
 LOINC = "http://loinc.org"
-CDA_TYPES = ("application/hl7-v3+xml", "text/xml", "application/xml", "application/hl7-cda+xml")
+CDA_TYPES = ("application/hl7-v3+xml", "application/cda+xml", "text/xml", "application/xml",
+             "application/hl7-cda+xml")
 
 
 def human_name(resource: dict[str, Any] | None) -> str:
