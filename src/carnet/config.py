@@ -110,6 +110,10 @@ class Settings(BaseSettings):
         12 * 3600, description="the portal signs a browser out this long after sign-in, active or not")
     signin_max_failures: int = Field(
         5, description="wrong passwords or one-time codes in a row before a patient account is locked")
+    signin_address_max_failures: int = Field(
+        30, description="failed sign-ins from one network address in a window before it is refused")
+    signin_address_window_seconds: int = Field(
+        900, description="the window of CARNET_SIGNIN_ADDRESS_MAX_FAILURES, in seconds")
     signin_lockout_seconds: int = Field(
         900, description="how long a patient account stays locked after too many failures")
     signin_methods: str = Field(

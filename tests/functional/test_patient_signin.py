@@ -204,3 +204,32 @@ def test_account_command(fhir: Fhir, tmp_path: object) -> None:
                         "180037505600012", "--username", "x", "--password", PASSWORD], capture_output=True, text=True,
                        env=env, timeout=120, check=False)
     assert r.returncode != 0 and "180037505600012" in r.stderr
+
+
+def test_an_address_that_fails_too_often_is_refused_whatever_account_it_tries(fhir: Fhir) -> None:
+    """Password spraying: a few wrong passwords on many accounts lock none of them, but the
+    address runs out of failures and is refused, even with a right password."""
+    from tests.conftest import LiveServer
+
+    _, pid = add_patient(fhir)
+    for name in ("alice", "bruno", "chloe"):
+        accounts(fhir).add(name, PASSWORD, pid)
+    client, _ = register(fhir, ClientType.PUBLIC, "patient/*.rs")
+    server = LiveServer(fhir.live.settings.model_copy(update={"signin_address_max_failures": 3}))
+    try:
+        with Browser(timeout=30, follow_redirects=False) as browser:
+            verifier, challenge = pkce()
+            page = browser.start(server.url, authorize_params(client.client_id, "patient/*.rs", challenge,
+                                                             server.url + "/fhir"))
+            for name in ("alice", "bruno", "chloe"):  # one wrong password each: no account locks
+                r = browser.submit(server.url, "/oauth/signin/patient", page, username=name, password="nope nope")
+                assert r.status_code == 401
+            r = browser.submit(server.url, "/oauth/signin/patient", page, username="alice", password=PASSWORD)
+            assert r.status_code == 429 and "depuis votre réseau" in r.text
+            assert all(not (a := accounts(fhir).get(n)) or a.locked_until is None for n in ("alice", "bruno"))
+        # the refusal is traced
+        events = fhir.get("AuditEvent", params={"subtype": "login", "outcome": "8", "_count": "50"}).json()
+        assert any("throttled" in (e["resource"].get("outcomeDesc") or "") for e in events.get("entry") or [])
+    finally:
+        server.stop()
+    assert verifier

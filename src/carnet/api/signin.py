@@ -35,6 +35,7 @@ from carnet.auth.accounts import AccountStore
 from carnet.auth.principal import Kind, Principal
 from carnet.auth.server import CarnetAuthorizationServer, OAuthResponse, SignedIn
 from carnet.auth.sessions import SignInSessions
+from carnet.auth.throttle import FailureThrottle
 from carnet.config import Settings
 
 log = logging.getLogger("carnet.auth")
@@ -74,6 +75,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "error_title": ("Connexion impossible", "Sign-in failed"),
     "error_back": ("Revenez à l'application et recommencez.", "Go back to the application and start again."),
     "wrong": ("Identifiant, mot de passe ou code incorrect.", "Wrong username, password or code."),
+    "throttled": (
+        "Trop d'échecs de connexion depuis votre réseau : réessayez dans quelques minutes.",
+        "Too many failed sign-ins from your network: try again in a few minutes.",
+    ),
     "locked": (
         "Trop d'échecs : connexion bloquée pour ce compte pendant quelques minutes.",
         "Too many failures: sign-in is blocked for this account for a few minutes.",
@@ -160,6 +165,12 @@ class SignIn:
     notifier: accounts_mod.Notifier
     router: Any  # the FHIR router, to find who signs in
     methods: dict[str, SignInMethod] = field(default_factory=dict)
+    throttle: FailureThrottle | None = None  # failed sign-ins by network address
+
+    def __post_init__(self) -> None:
+        if self.throttle is None:
+            self.throttle = FailureThrottle(self.settings.signin_address_max_failures,
+                                            self.settings.signin_address_window_seconds)
 
 
 def _lang(request: Request, state: dict[str, Any] | None = None) -> str:

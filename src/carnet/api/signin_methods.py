@@ -100,6 +100,8 @@ async def _failed(
     await audit_signin(request, Principal(Kind.ANONYMOUS, tried, display=tried),
                        8, account.patient_id if account is not None else None,
                        message="locked" if outcome is Outcome.LOCKED else "wrong password or code")
+    assert signin.throttle is not None
+    signin.throttle.failed(address(request))
     state["failures"] = int(state.get("failures", 0)) + 1
     if state["failures"] >= MAX_SESSION_FAILURES:  # this browser guesses: end its sign-in
         await run_in_threadpool(signin.sessions.end, token)
@@ -115,11 +117,30 @@ async def _failed(
     return await page(request, token, state, message=message, status=status)
 
 
+def address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def throttled(request: Request, token: str, state: dict[str, Any]) -> Response | None:
+    """The refusal of an address that failed too often (before any password or code is checked)."""
+    signin = _signin(request)
+    assert signin.throttle is not None
+    if not signin.throttle.blocked(address(request)):
+        return None
+    lang = _lang(request, state)
+    await audit_signin(request, Principal(Kind.ANONYMOUS, "unknown", display="unknown"), 8, None,
+                       message="throttled: too many failures from this address")
+    return await page(request, token, state, message=t(lang)("throttled"), status=429)
+
+
 async def patient_password(request: Request) -> Response:
     checked = await checked_form(request)
     if isinstance(checked, Response):
         return checked
     token, state, form = checked
+    refused = await throttled(request, token, state)
+    if refused is not None:
+        return refused
     signin = _signin(request)
     result = await run_in_threadpool(
         signin.accounts.check_password, form.get("username", ""), form.get("password", "")
@@ -142,6 +163,9 @@ async def patient_code(request: Request) -> Response:
     if isinstance(checked, Response):
         return checked
     token, state, form = checked
+    refused = await throttled(request, token, state)
+    if refused is not None:
+        return refused
     signin = _signin(request)
     lang = _lang(request, state)
     if state.get("stage") != "code" or not state.get("username"):
