@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from carnet.cli.backup import backup_command, restore_command
 from carnet.cli.clients import account_group, client_group
 from carnet.cli.identity import identity_group
 from carnet.cli.journal import journal_group
@@ -222,6 +223,8 @@ main.add_command(journal_group)
 main.add_command(verify)
 main.add_command(verify_proof)
 main.add_command(ledger_group)
+main.add_command(backup_command)
+main.add_command(restore_command)
 
 if __name__ == "__main__":
     main()
