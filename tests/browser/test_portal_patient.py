@@ -8,7 +8,14 @@ import uuid
 
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import Portal, documents_shown_to, new_context, shot, sign_in_patient
+from tests.browser.conftest import (
+    Portal,
+    api_as_system,
+    documents_shown_to,
+    new_context,
+    shot,
+    sign_in_patient,
+)
 
 
 def open_documents(page: Page) -> None:
@@ -190,6 +197,27 @@ def test_identity_page_explains_the_ins(page: Page, portal: Portal) -> None:
     expect(page.get_by_role("heading", level=1)).to_have_text("Identité nationale de santé (INS)")
     expect(page.locator("dl.facts")).to_contain_text("Matricule INS")
     expect(page.locator(".notice")).to_contain_text("Qualifiée")
+
+
+def test_measurements_are_charted_with_their_values(page: Page, portal: Portal) -> None:
+    pid = portal.records["patient"]
+    bundle = api_as_system(portal, "GET", "Observation", query=[("patient", f"Patient/{pid}"), ("code", "29463-7"),
+                                                             ("_count", "500")])
+    weights = sorted(e["resource"]["valueQuantity"]["value"] for e in bundle.get("entry") or [])
+    assert weights  # the demo records weights
+    sign_in_patient(page, portal, "patient")
+    page.get_by_role("link", name="Mesures").click()
+    section = page.locator("section.measure", has=page.get_by_role("heading", name="Poids", exact=True))
+    chart = section.locator("svg[role=img]")
+    expect(chart).to_have_attribute("aria-label", re.compile(f"^Poids : {len(weights)} mesures"))
+    assert chart.locator("circle").count() == len(weights)
+    section.get_by_text("Les valeurs").click()  # a <details>: no script needed
+    cells = section.locator("table.values tbody tr td:nth-child(2)")
+    expect(cells).to_have_count(len(weights))
+    assert sorted(float(c) for c in cells.all_inner_texts()) == weights
+    # blood pressure panels give two series
+    expect(page.get_by_role("heading", name=re.compile("Systolique"))).to_be_visible()
+    shot(page, "patient-measures")
 
 
 def test_parent_switches_to_their_childs_record(page: Page, portal: Portal) -> None:

@@ -22,7 +22,7 @@ from tests.browser.conftest import (
 )
 
 PAGES = ["/portail", "/portail/documents", "/portail/historique", "/portail/acces", "/portail/identite",
-         "/portail/documents/ajouter"]
+         "/portail/documents/ajouter", "/portail/mesures"]
 
 
 def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(page: Page, portal: Portal) -> None:

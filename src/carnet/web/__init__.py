@@ -95,6 +95,7 @@ def routes() -> list[BaseRoute]:
         Route("/portail/documents/{doc}", patient.document),
         Route("/portail/documents/{doc}/contenu", patient.content),
         Route("/portail/documents/{doc}/{action}", patient.mask, methods=["POST"]),
+        Route("/portail/mesures", patient.measures),
         Route("/portail/historique", patient.history),
         Route("/portail/historique/{event}/verifier", patient.verify, methods=["POST"]),
         Route("/portail/acces", access.access, methods=both),

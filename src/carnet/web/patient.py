@@ -454,3 +454,33 @@ def _same_event(leaf: bytes, event: dict[str, Any]) -> bool:
 
 
 __all__ = ["home"]
+
+
+@page(Kind.PATIENT)
+async def measures(request: Request, visitor: Visitor) -> Response:
+    """The medical profile's measurements (weight, height, heart rate, blood pressure…) as charts."""
+    from carnet.web import charts
+
+    record, listed = await current_record(request, visitor)
+    status, bundle = await portal_of(request).json(
+        visitor.principal,
+        "GET",
+        "Observation",
+        [("patient", f"Patient/{record}"), ("_sort", "date"), ("_count", "1000")],
+    )
+    found = charts.series_of(views.matches(bundle), visitor.lang) if status == 200 else []
+    shown = [
+        {
+            "series": s,
+            "svg": charts.svg(s, visitor.lang),
+            "summary": charts.describe(s, visitor.lang),
+            "rows": [
+                (views.fmt_date(iso, visitor.lang, with_time=True), charts.number(v))
+                for _, v, iso in reversed(s.points)
+            ],
+        }
+        for s in found
+    ]
+    return render(
+        request, "patient/measures.html", visitor, charts=shown, record_name=record_name(listed, record)
+    )
