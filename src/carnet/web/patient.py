@@ -6,10 +6,7 @@ to the patient or to representatives, records they may not read) is absent from 
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -347,30 +344,8 @@ async def upload(request: Request, visitor: Visitor) -> Response:
         error = t("doc_type")
     if error is not None:
         return render(request, "patient/upload.html", visitor, 400, types=types, error=error, form=fields)
-    system, code = kind.split("|", 1)
     title = fields.get("description") or dict(types)[kind]
-    body = {
-        "resourceType": "DocumentReference",
-        "status": "current",
-        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"},
-        "type": {"coding": [{"system": system, "code": code}]},
-        "subject": {"reference": f"Patient/{record}"},
-        "date": views.now_instant(),
-        "author": [{"reference": f"Patient/{visitor.principal.resource_id}"}],
-        "description": title[:200],
-        "content": [
-            {
-                "attachment": {
-                    "contentType": "application/pdf",
-                    "language": "fr-FR",
-                    "title": title[:200],
-                    "data": base64.b64encode(data).decode("ascii"),
-                    "hash": base64.b64encode(hashlib.sha1(data).digest()).decode("ascii"),  # noqa: S324 - FHIR's attachment.hash is SHA-1
-                    "size": len(data),
-                }
-            }
-        ],
-    }
+    body = views.pdf_document(record, f"Patient/{visitor.principal.resource_id}", kind, title, data)
     p = portal_of(request)
     status, answer = await p.json(visitor.principal, "POST", "DocumentReference", body=body)
     if status >= 300:

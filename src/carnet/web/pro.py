@@ -8,10 +8,7 @@ and offer emergency access, which the server grants or refuses with its reason.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import time
-import uuid
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -138,7 +135,6 @@ async def publish(request: Request, visitor: Visitor) -> Response:
         return render(
             request, "pro/publish.html", visitor, 400, pid=pid, types=types, form=fields, error=error
         )
-    system, code = fields["type"].split("|", 1)
     title = fields.get("description") or dict(types)[fields["type"]]
     labels = [
         {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "N"}]}
@@ -147,31 +143,8 @@ async def publish(request: Request, visitor: Visitor) -> Response:
         from carnet.policy.attributes import VISIBILITY_SYSTEM
 
         labels.append({"coding": [{"system": VISIBILITY_SYSTEM, "code": fields["visibility"]}]})
-    when = fields.get("date") or views.today_iso()
-    body = {
-        "resourceType": "DocumentReference",
-        "status": "current",
-        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"},
-        "type": {"coding": [{"system": system, "code": code}]},
-        "subject": {"reference": f"Patient/{pid}"},
-        "date": views.now_instant(),
-        "author": [{"reference": visitor.principal.fhir_user}],
-        "description": title[:200],
-        "securityLabel": labels,
-        "content": [
-            {
-                "attachment": {
-                    "contentType": "application/pdf",
-                    "language": "fr-FR",
-                    "title": title[:200],
-                    "data": base64.b64encode(data).decode("ascii"),
-                    "hash": base64.b64encode(hashlib.sha1(data).digest()).decode("ascii"),  # noqa: S324 - FHIR's attachment.hash is SHA-1
-                    "size": len(data),
-                }
-            }
-        ],
-        "context": {"period": {"start": when}},
-    }
+    body = views.pdf_document(pid, str(visitor.principal.fhir_user), fields["type"], title, data, labels,
+                              fields.get("date") or views.today_iso())
     p = portal_of(request)
     status, answer = await p.json(visitor.principal, "POST", "DocumentReference", body=body)
     if status >= 300:

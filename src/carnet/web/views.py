@@ -253,3 +253,30 @@ def pick(message: str, lang: str) -> str:
     if len(parts) == 2:
         return parts[1 if lang == "en" else 0]
     return message
+
+
+def pdf_document(pid: str, author: str, type_key: str, title: str, data: bytes,
+                 labels: list[dict[str, Any]] | None = None, care_date: str | None = None) -> dict[str, Any]:
+    """The DocumentReference that publishes a PDF (ITI-105: the server builds the SubmissionSet),
+    ``type_key`` being "system|code" from :func:`document_types`."""
+    import hashlib
+    import uuid
+
+    system, code = type_key.split("|", 1)
+    body: dict[str, Any] = {
+        "resourceType": "DocumentReference", "status": "current",
+        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"},
+        "type": {"coding": [{"system": system, "code": code}]},
+        "subject": {"reference": f"Patient/{pid}"}, "date": now_instant(),
+        "author": [{"reference": author}], "description": title[:200],
+        "content": [{"attachment": {
+            "contentType": "application/pdf", "language": "fr-FR", "title": title[:200],
+            "data": base64.b64encode(data).decode("ascii"),
+            "hash": base64.b64encode(hashlib.sha1(data).digest()).decode("ascii"),  # noqa: S324 - FHIR's attachment.hash is SHA-1
+            "size": len(data)}}],
+    }
+    if labels:
+        body["securityLabel"] = labels
+    if care_date:
+        body["context"] = {"period": {"start": care_date}}
+    return body
