@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio.to_thread
 from starlette.applications import Starlette
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from carnet import __version__, web
 from carnet.api import ledger, oauth, signin
 from carnet.api.fhir import fhir_endpoint
+from carnet.api.limits import HEADER_SECONDS_STATE, RequestLimits
 from carnet.auth.accounts import AccountStore, load_notifier
 from carnet.auth.issuer import TokenIssuer
 from carnet.auth.server import CarnetAuthorizationServer
@@ -75,7 +77,7 @@ async def health(request: Request) -> Response:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
-    engine = make_engine(settings)
+    engine = make_engine(settings, statement_seconds=settings.statement_timeout_seconds)
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     base = settings.public_base_url + "/fhir"
     router = build_router(settings, engine)
@@ -83,7 +85,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                                                      tuple(router.instantiates), tuple(router.guides))
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         # Few threads: each request's database work is short, and Python threads beyond the cores
         # only queue on the interpreter lock, stretching every write's hold on the SQLite lock.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
@@ -92,7 +94,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             worker = LedgerWorker(Sequencer(engine, load_signer(settings), origin_of(settings),
                                             checkpoint_seconds=settings.ledger_checkpoint_seconds))
             worker.start()
-        yield
+        yield {HEADER_SECONDS_STATE: settings.header_read_seconds}  # read by carnet.api.limits.HttpProtocol
         if worker is not None:
             worker.stop()
         engine.dispose()
@@ -109,7 +111,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/fhir", fhir_endpoint, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
             Route("/fhir/{path:path}", fhir_endpoint, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         ],
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[Middleware(SecurityHeaders), Middleware(RequestLimits, settings=settings)],
         lifespan=lifespan,
     )
     app.state.settings = settings

@@ -54,6 +54,23 @@ class Settings(BaseSettings):
     default_page_size: int = Field(20, description="search page size when _count is not given")
     max_page_size: int = Field(1000, description="largest _count honoured by search")
     max_include_depth: int = Field(3, description="deepest _include:iterate / _revinclude:iterate followed")
+    max_include_resources: int = Field(
+        5000, description="most resources a search may add through _include / _revinclude (more: 422)")
+    max_search_terms: int = Field(
+        100, description="most criteria in one search: values of its parameters (but _id, up to "
+        "CARNET_MAX_PAGE_SIZE), _sort keys, _include and _revinclude (more: 413)")
+    body_read_seconds: float = Field(
+        30.0, description="time a client has to send a request body, plus a second per "
+        "CARNET_BODY_MIN_RATE bytes received (slower: 408)")
+    body_min_rate: int = Field(
+        4096, description="bytes per second a client must keep sending for a large body to extend "
+        "CARNET_BODY_READ_SECONDS")
+    header_read_seconds: float = Field(
+        10.0, description="time a connection has to send a request's headers; a silent or trickling "
+        "connection is closed (with the HTTP protocol of carnet.api.limits)")
+    statement_timeout_seconds: float = Field(
+        30.0, description="longest a database statement of the server may run before it is stopped "
+        "(503); 0: no limit")
     db_pool_size: int = Field(10, description="connections kept per process (PostgreSQL)")
     threads: int = Field(
         6, description="threads per process running database work; more only adds lock contention")

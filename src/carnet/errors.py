@@ -105,3 +105,15 @@ class Unavailable(CarnetError):
     """A service we depend on (INSi, a national base) cannot answer now; nothing was changed. HTTP 503."""
 
     code = "transient"
+
+
+class SlowClient(CarnetError):
+    """The client took longer than allowed to send its request (a trickled body). HTTP 408."""
+
+    code = "timeout"
+
+
+class TimedOut(CarnetError):
+    """The request's work ran longer than allowed and was stopped; nothing was changed. HTTP 503."""
+
+    code = "timeout"

@@ -10,8 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from carnet.api.auth import principal_from
+from carnet.api.limits import too_large
 from carnet.auth.principal import Kind, Principal
-from carnet.errors import CarnetError, Issue, TooLarge
+from carnet.errors import CarnetError, Issue
 from carnet.fhir.router import FHIR_JSON, FhirRequest, FhirResponse, FhirRouter, error_response, outcome
 
 CONTENT_TYPE = FHIR_JSON + "; charset=utf-8"
@@ -20,14 +21,16 @@ log = logging.getLogger("carnet.api")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, at most ``limit`` bytes (else TooLarge). Its time is bounded by
+    :class:`carnet.api.limits.RequestLimits`, whose refusals (TooLarge, SlowClient) the stream raises."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"the body is larger than the {limit} bytes accepted")
+        raise too_large(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise TooLarge(f"the body is larger than the {limit} bytes accepted")
+            raise too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 

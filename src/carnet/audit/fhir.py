@@ -27,7 +27,7 @@ from sqlalchemy import ColumnElement, false, select
 
 from carnet.auth.principal import Kind, Principal
 from carnet.db.tables import access_rights, audit_events, ledger_nodes
-from carnet.errors import Conflict, Invalid, MethodNotAllowed, NotFound
+from carnet.errors import Conflict, Invalid, MethodNotAllowed, NotFound, TooLarge
 from carnet.errors import bilingual as _t
 from carnet.fhir.router import FHIR_JSON, FhirRequest, FhirResponse, FhirRouter, Operation
 from carnet.fhir.store import Repository, new_id
@@ -128,7 +128,26 @@ def _query(repo: Repository, query: list[tuple[str, str]], max_count: int,
     return where, count, offset, ascending
 
 
+def _check_terms(query: list[tuple[str, str]], max_terms: int, max_ids: int) -> None:
+    """As for every search (carnet.fhir.search.check_terms): at most ``max_terms`` criteria values,
+    ``_id`` values apart (up to ``max_ids``); SQLite refuses an expression deeper than a thousand."""
+    ids = terms = 0
+    for name, value in query:
+        if name in ("_count", "_offset", "_sort", "_format", "_pretty", "_total"):
+            continue
+        n = len([v for v in value.split(",") if v.strip()])
+        if name == "_id":
+            ids += n
+        else:
+            terms += n
+    if terms > max_terms or ids > max_ids:
+        raise TooLarge(_t(f"la recherche compte trop de critères : au plus {max_terms} (et {max_ids} _id)",
+                          f"the search has too many criteria: at most {max_terms} "
+                          f"(and {max_ids} _id values)"))
+
+
 def search(router: FhirRouter, repo: Repository, req: FhirRequest) -> FhirResponse:
+    _check_terms(req.query, router.settings.max_search_terms, router.settings.max_page_size)
     where, count, offset, ascending = _query(repo, req.query, router.settings.max_page_size,
                                              router.settings.default_page_size)
     allowed = reader_condition(repo)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -13,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from carnet.config import Settings
 
@@ -38,7 +42,55 @@ def _sqlite_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-def make_engine(settings: Settings, url: str | None = None) -> Engine:
+_PROGRESS_STEPS = 1000  # SQLite virtual-machine steps between two looks at a statement's deadline
+_READ = re.compile(r"\s*(?:SELECT|WITH)\b", re.IGNORECASE)
+_DEADLINE = "carnet_deadline"  # key, in the pool's record of a SQLite connection, of its deadline cell
+
+
+def _sqlite_statement_limit(engine: Engine, seconds: float) -> None:
+    """Stop a SQLite query running longer than ``seconds``: a progress handler looks at the clock
+    every few virtual-machine steps. Only reading statements are timed (each from its start, its
+    rows' fetching included): interrupting a write would roll back the whole transaction, the
+    other requests' writes of the same group commit with it."""
+
+    def connect(dbapi_conn: Any, record: Any) -> None:
+        cell = [0.0]  # the running statement's deadline (time.monotonic), 0: none
+        record.info[_DEADLINE] = cell
+        dbapi_conn.set_progress_handler(lambda: 1 if cell[0] and time.monotonic() > cell[0] else 0,
+                                        _PROGRESS_STEPS)
+
+    def before(conn: Connection, _cursor: Any, statement: str, *_: Any) -> None:
+        cell = conn.info.get(_DEADLINE)
+        if cell is not None:
+            cell[0] = time.monotonic() + seconds if _READ.match(statement) else 0.0
+
+    def settle(conn: Connection) -> None:  # a commit or a rollback is never interrupted
+        cell = conn.info.get(_DEADLINE)
+        if cell is not None:
+            cell[0] = 0.0
+
+    event.listen(engine, "connect", connect)
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "commit", settle)
+    event.listen(engine, "rollback", settle)
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """Whether a database error is a statement stopped by the time limit of :func:`make_engine`."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    if isinstance(orig, sqlite3.OperationalError):
+        return str(orig) == "interrupted"
+    return getattr(orig, "sqlstate", None) == "57014"  # PostgreSQL query_canceled (statement_timeout)
+
+
+def make_engine(settings: Settings, url: str | None = None, *,
+                statement_seconds: float | None = None) -> Engine:
+    """The engine of a database. ``statement_seconds`` (the server's, not the command line's: a
+    migration or a backup may run longer) stops a statement that runs longer: PostgreSQL's
+    ``statement_timeout``, on SQLite a progress handler timing reading statements; the error it
+    raises is recognised by :func:`is_timeout`."""
     url = url or settings.sqlalchemy_url
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -48,13 +100,17 @@ def make_engine(settings: Settings, url: str | None = None) -> Engine:
                                                   "isolation_level": None})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
+        if statement_seconds:
+            _sqlite_statement_limit(engine, statement_seconds)
         return engine
     # psycopg prepares a statement run five times, and PostgreSQL then switches to a generic plan
     # that cannot see the values: a search driven by a rare value (one patient's observations) gets
     # the plan of a common one and costs 20x more. Search plans must look at the values.
+    options = "-c plan_cache_mode=force_custom_plan"
+    if statement_seconds:
+        options += f" -c statement_timeout={max(int(statement_seconds * 1000), 1)}"
     return create_engine(url, pool_size=settings.db_pool_size, max_overflow=settings.db_pool_size,
-                         pool_pre_ping=True,
-                         connect_args={"options": "-c plan_cache_mode=force_custom_plan"})
+                         pool_pre_ping=True, connect_args={"options": options})
 
 
 class SqliteWriteLock:

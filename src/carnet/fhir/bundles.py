@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
-from carnet.errors import CarnetError, Invalid, Issue, NotFound, PreconditionFailed, TooLarge
+from carnet.errors import CarnetError, Invalid, Issue, NotFound, PreconditionFailed, TooLarge, bilingual
 from carnet.fhir import jsonio
 from carnet.fhir.store import Repository, new_id
 from carnet.fhir.values import instant_text
@@ -37,8 +37,10 @@ def process_bundle(router: FhirRouter, repo: Repository, request: FhirRequest) -
     if not isinstance(entries, list):
         raise Invalid("Bundle.entry must be an array", expression=["Bundle.entry"])
     if len(entries) > router.settings.max_bundle_entries:
-        raise TooLarge(f"the Bundle has {len(entries)} entries; at most "
-                       f"{router.settings.max_bundle_entries} are accepted")
+        most = router.settings.max_bundle_entries
+        raise TooLarge(bilingual(f"le Bundle compte {len(entries)} entrées ; au plus {most} sont acceptées",
+                                 f"the Bundle has {len(entries)} entries; at most {most} are accepted"),
+                       expression=["Bundle.entry"])
     for i, entry in enumerate(entries):
         _check_entry(entry, i)
     if btype == "transaction":

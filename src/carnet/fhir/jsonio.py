@@ -15,7 +15,16 @@ from typing import Any
 
 import orjson
 
-from carnet.errors import Invalid, Issue
+from carnet.errors import Invalid, Issue, TooLarge, bilingual
+
+# Deepest nesting of objects and arrays accepted. FHIR resources nest a dozen levels, the deepest
+# examples of the specification seventeen; deeper, the storage (orjson writes at most 254 levels)
+# and the exact parser (Python's recursion) would fail with an internal error.
+MAX_DEPTH = 100
+# Most values (objects, arrays, members: counted by their brackets and commas) in one body. Python
+# holds a parsed value in some fifty to a hundred bytes: 48 MB of empty arrays would take 1.3 GB.
+# Real FHIR JSON has a value per 58 bytes or so: 2 million is more than the largest body accepted.
+MAX_VALUES = 2_000_000
 
 # A JSON number with a fraction or an exponent (also matches inside strings: a false positive
 # only sends the body down the exact path, which is correct too).
@@ -62,24 +71,46 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def too_deep() -> Invalid:
+    message = bilingual(f"le document est imbriqué sur plus de {MAX_DEPTH} niveaux",
+                        f"the document is nested more than {MAX_DEPTH} levels deep")
+    return Invalid(message, issues=[Issue("fatal", "too-costly", message)])
+
+
+def check_depth(value: Any) -> None:
+    """Refuse (Invalid) a parsed document nested deeper than :data:`MAX_DEPTH`."""
+    _scan(value)
+
+
 def loads(body: bytes | str) -> Any:
-    """Parse a FHIR JSON body. Raises :class:`Invalid` with the position on bad JSON."""
+    """Parse a FHIR JSON body. Raises :class:`Invalid` with the position on bad JSON, and on a
+    document nested deeper than :data:`MAX_DEPTH`."""
     if isinstance(body, str):
         body = body.encode()
+    if len(body) > MAX_VALUES and body.count(b",") + body.count(b"[") + body.count(b"{") > MAX_VALUES:
+        message = bilingual(f"le document compte plus de {MAX_VALUES} valeurs",
+                            f"the document holds more than {MAX_VALUES} values")
+        raise TooLarge(message, issues=[Issue("fatal", "too-costly", message)])
     try:
         value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass  # the exact parser below decides, and says where the problem is
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):  # orjson stops at 1024 levels
+            raise too_deep() from None
+        # else the exact parser below decides, and says where the problem is
     else:
         keys, floats = _scan(value)
         if body.count(b'":') == keys and (not floats or _floats_round_trip(body)):
             return value
     try:
-        return json.loads(body, parse_float=FhirDecimal, parse_int=_int,
-                          object_pairs_hook=_reject_duplicates)
+        value = json.loads(body, parse_float=FhirDecimal, parse_int=_int,
+                           object_pairs_hook=_reject_duplicates)
+    except RecursionError:
+        raise too_deep() from None
     except ValueError as exc:
         message = f"the body is not valid FHIR JSON: {exc}"
         raise Invalid(message, issues=[Issue("fatal", "structure", message)]) from None
+    check_depth(value)
+    return value
 
 
 def _scan(value: Any) -> tuple[int, bool]:
@@ -91,16 +122,21 @@ def _scan(value: Any) -> tuple[int, bool]:
     the text need not be searched for them (a long base64 document made that search the cost of
     parsing)."""
     keys, floats = 0, False
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            keys += len(node)
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, float):
-            floats = True
+    level, depth = [value], 0
+    while level:  # one level of the tree at a time, so that the depth costs nothing per node
+        depth += 1
+        below: list[Any] = []
+        for node in level:
+            if isinstance(node, dict):
+                keys += len(node)
+                below.extend(node.values())
+            elif isinstance(node, list):
+                below.extend(node)
+            elif isinstance(node, float):
+                floats = True
+        if below and depth >= MAX_DEPTH and any(isinstance(n, dict | list) for n in below):
+            raise too_deep()
+        level = below
     return keys, floats
 
 

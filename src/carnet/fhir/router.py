@@ -7,6 +7,7 @@ responses in one place (:func:`error_response`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -20,7 +21,7 @@ from carnet.audit import AuditRecord, AuditSink
 from carnet.auth.principal import Principal
 from carnet.blobs.errors import BadRange, CorruptBlob
 from carnet.config import Settings
-from carnet.db.engine import run_write
+from carnet.db.engine import is_timeout, run_write
 from carnet.db.tables import idx_reference, resources
 from carnet.errors import (
     CarnetError,
@@ -33,13 +34,16 @@ from carnet.errors import (
     NotFound,
     NotSupported,
     PreconditionFailed,
+    SlowClient,
+    TimedOut,
     TooLarge,
     Unauthenticated,
     Unavailable,
     Unprocessable,
+    bilingual,
 )
 from carnet.fhir import jsonio
-from carnet.fhir.search import Compiler, Include, SearchRequest, parse, target_filter
+from carnet.fhir.search import Compiler, Include, SearchRequest, integer_param, parse, target_filter
 from carnet.fhir.searchparams import resource_types
 from carnet.fhir.store import Repository, Stored, Validator, WriteHook, check_type
 from carnet.fhir.values import http_date, instant_text, now_us
@@ -47,6 +51,7 @@ from carnet.policy import Policy
 
 FHIR_JSON = "application/fhir+json"
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+log = logging.getLogger("carnet.fhir")
 
 
 @dataclass
@@ -103,7 +108,7 @@ STATUS: dict[type[CarnetError], int] = {
     BadRange: 416, CorruptBlob: 500,
     Invalid: 400, NotSupported: 400, Unprocessable: 422, NotFound: 404, Gone: 410,
     Forbidden: 403, Unauthenticated: 401, Conflict: 409, PreconditionFailed: 412,
-    MethodNotAllowed: 405, TooLarge: 413, Unavailable: 503,
+    MethodNotAllowed: 405, TooLarge: 413, Unavailable: 503, SlowClient: 408, TimedOut: 503,
 }
 
 
@@ -241,9 +246,21 @@ class FhirRouter:
         except CarnetError as exc:
             self.audit_failure(request, principal, status_of(exc), exc.message, trail)
             return error_response(exc)
-        except Exception:
-            self.audit_failure(request, principal, 500, "internal error", trail)
-            raise
+        except Exception as exc:
+            if not is_timeout(exc):
+                self.audit_failure(request, principal, 500, "internal error", trail)
+                raise
+            # a statement ran past CARNET_STATEMENT_TIMEOUT_SECONDS: stopped, rolled back, said so
+            log.warning("a statement of %s /fhir/%s ran past %s s and was stopped", request.method,
+                        request.path, self.settings.statement_timeout_seconds)
+            seconds = f"{self.settings.statement_timeout_seconds:g}"
+            stopped = TimedOut(bilingual(
+                f"la requête a demandé plus de {seconds} s de travail à la base de données et a été "
+                "interrompue ; rien n'a été modifié (une recherche plus étroite répondra plus vite)",
+                f"the request needed more than {seconds} s of database work and was stopped; nothing "
+                "was changed (a narrower search will answer sooner)"))
+            self.audit_failure(request, principal, 503, stopped.message, trail)
+            return error_response(stopped)
         finally:
             if trail and self.audit is not None:
                 if audit_later is not None:
@@ -508,7 +525,7 @@ class FhirRouter:
         if "?" in condition:  # "Patient?identifier=..." as well as "identifier=..."
             condition = condition.split("?", 1)[1]
         query = parse_qsl(condition, keep_blank_values=True)
-        req = parse(rtype, query, default_count=2, max_count=2)
+        req = parse(rtype, query, default_count=2, max_count=2, max_terms=self.settings.max_search_terms)
         req.count = 2
         req.driver = self.choose_driver(repo, req)
         rows = repo.conn.execute(self.compiler.page(req, repo.visible(rtype))).all()
@@ -526,7 +543,7 @@ class FhirRouter:
     def _search(self, repo: Repository, rtype: str, query: list[tuple[str, str]],
                 req: FhirRequest) -> FhirResponse:
         sreq = parse(rtype, query, default_count=self.settings.default_page_size,
-                     max_count=self.settings.max_page_size)
+                     max_count=self.settings.max_page_size, max_terms=self.settings.max_search_terms)
         if sreq.snapshot is None:
             sreq.snapshot = now_us()
         visible = repo.visible(rtype)
@@ -551,8 +568,14 @@ class FhirRouter:
         matches = repo.present([Stored(rtype, r.res_id, r.version, r.last_updated, False, r.content,
                                        patient_id=r.patient_id) for r in rows])
         entries = [self._entry(s, "match", sreq) for s in matches]
-        included = self._includes(repo, matches, sreq.includes)
+        included, cut = self._includes(repo, matches, sreq.includes)
         entries.extend(self._entry(s, "include", sreq) for s in included)
+        if cut:  # iteration stopped at CARNET_MAX_INCLUDE_DEPTH with more to follow: said in the Bundle
+            depth = self.settings.max_include_depth
+            entries.append({"resource": outcome([Issue("warning", "too-costly", bilingual(
+                f"les inclusions itérées sont suivies sur {depth} niveaux ; celles au-delà manquent",
+                f"iterated includes are followed {depth} levels deep; those beyond are missing"),
+                ["_include:iterate"])]), "search": {"mode": "outcome"}})
         bundle["entry"] = entries
         shown = [*matches, *included]
         repo._record("search", rtype, tuple(s.id for s in shown), query=urlencode(query),
@@ -604,28 +627,52 @@ class FhirRouter:
             links.append({"relation": "previous", "url": url(max(sreq.offset - sreq.count, 0))})
         return links
 
-    def _includes(self, repo: Repository, matches: list[Stored], includes: list[Include]) -> list[Stored]:
+    def _includes(self, repo: Repository, matches: list[Stored],
+                  includes: list[Include]) -> tuple[list[Stored], bool]:
+        """The resources the includes add, and whether iterating stopped at the depth limit with more
+        to follow. Refused (422) beyond CARNET_MAX_INCLUDE_RESOURCES: every key query reads at most
+        one row past what the limit allows."""
         if not includes or not matches:
-            return []
+            return [], False
+        cap = self.settings.max_include_resources
         seen = {(s.resource_type, s.id) for s in matches}
         frontier = list(matches)
         out: list[Stored] = []
         depth = 0
         while frontier and depth < self.settings.max_include_depth:
-            keys: list[tuple[str, str]] = []
-            for inc in includes:
-                if depth > 0 and not inc.iterate:
-                    continue
-                keys.extend(self._include_keys(repo, frontier, inc))
-            new_keys = [k for k in dict.fromkeys(keys) if k not in seen]
+            new_keys = self._new_keys(repo, frontier, includes, depth, seen, cap - len(out))
             found = repo.read_many(new_keys)
             seen.update(new_keys)
             out.extend(found)
             frontier = found
             depth += 1
-        return repo.present(out)
+        cut = bool(frontier) and any(inc.iterate for inc in includes) and bool(  # visible ones only
+            repo.read_many(self._new_keys(repo, frontier, includes, depth, seen, 0, probe=True)))
+        return repo.present(out), cut
 
-    def _include_keys(self, repo: Repository, frontier: list[Stored], inc: Include) -> list[tuple[str, str]]:
+    def _new_keys(self, repo: Repository, frontier: list[Stored], includes: list[Include], depth: int,
+                  seen: set[tuple[str, str]], room: int, probe: bool = False) -> list[tuple[str, str]]:
+        """The keys one more level of includes reaches that are not ``seen``; refused when more than
+        ``room`` (a ``probe`` only asks whether there is any)."""
+        limit = len(seen) + room + 1  # distinct keys read: past it, more than ``room`` are new
+        keys: list[tuple[str, str]] = []
+        for inc in includes:
+            if depth > 0 and not inc.iterate:
+                continue
+            keys.extend(self._include_keys(repo, frontier, inc, limit))
+        new_keys = [k for k in dict.fromkeys(keys) if k not in seen]
+        if len(new_keys) > room and not probe:
+            cap = self.settings.max_include_resources
+            message = bilingual(
+                f"les inclusions (_include, _revinclude) ajouteraient plus de {cap} ressources ; "
+                "une recherche plus étroite, ou paginée sans inclusion, répondra",
+                f"the includes (_include, _revinclude) would add more than {cap} resources; a narrower "
+                "search, or a paged one without includes, will answer")
+            raise Unprocessable(message, issues=[Issue("error", "too-costly", message, ["_include"])])
+        return new_keys
+
+    def _include_keys(self, repo: Repository, frontier: list[Stored], inc: Include,
+                      limit: int) -> list[tuple[str, str]]:
         t = idx_reference.c
         keys: list[tuple[str, str]] = []
         if not inc.reverse:
@@ -639,7 +686,7 @@ class FhirRouter:
                 stmt = stmt.where(t.param == inc.param)
             if inc.target_type:
                 stmt = stmt.where(t.target_type == inc.target_type)
-            keys.extend((r.target_type, r.target_id) for r in repo.conn.execute(stmt))
+            keys.extend((r.target_type, r.target_id) for r in repo.conn.execute(stmt.distinct().limit(limit)))
         else:
             by_type: dict[str, list[str]] = {}
             for s in frontier:
@@ -648,15 +695,18 @@ class FhirRouter:
                 stmt = select(t.res_type, t.res_id).where(t.target_type == target_type, t.target_id.in_(ids))
                 if inc.param != "*":
                     stmt = stmt.where(t.res_type == inc.source_type, t.param == inc.param)
-                keys.extend((r.res_type, r.res_id) for r in repo.conn.execute(stmt))
+                keys.extend((r.res_type, r.res_id) for r in repo.conn.execute(stmt.distinct().limit(limit)))
         return keys
 
     # -- history ----------------------------------------------------------------------------------
     def history(self, repo: Repository, rtype: str | None, rid: str | None, req: FhirRequest) -> FhirResponse:
         q = dict(req.query)
-        count = min(int(q.get("_count", self.settings.default_page_size)), self.settings.max_page_size)
-        offset = int(q.get("_offset", 0))
-        snapshot = int(q["_snapshot"]) if "_snapshot" in q else now_us()
+        count = self.settings.default_page_size
+        if "_count" in q:
+            count = integer_param("_count", q["_count"])
+        count = min(count, self.settings.max_page_size)
+        offset = integer_param("_offset", q["_offset"]) if "_offset" in q else 0
+        snapshot = integer_param("_snapshot", q["_snapshot"]) if "_snapshot" in q else now_us()
         since = _instant_param(q.get("_since"), "_since")
         at = _instant_param(q.get("_at"), "_at", upper=True)
         items, fetched = repo.history(rtype, rid, since=since, at=at, count=count, offset=offset,

@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 
 from carnet.db.tables import INDEX_TABLES, idx_reference, resources
-from carnet.errors import Invalid, NotSupported
+from carnet.errors import Invalid, NotSupported, TooLarge, bilingual
 from carnet.fhir.indexer import PAIR_PART, PAIR_SEPARATOR, STRING_PAIRS, contained_param, pair_param
 from carnet.fhir.searchparams import SearchParam, params_for, resource_types
 from carnet.fhir.values import date_range, normalise, number_range
@@ -115,18 +115,48 @@ def _target_visible(rtype: str, id_col: Any) -> ColumnElement[bool] | None:
     return exists(select(alias.c.res_id).where(alias.c.res_type == rtype, alias.c.res_id == id_col, pred))
 
 
-def _int(name: str, value: str) -> int:
+def integer_param(name: str, value: str) -> int:
+    """A whole-number parameter (``_count``, ``_offset``...): 0 to 2^63 - 1, else Invalid (400)."""
     try:
         out = int(value)
     except ValueError:
-        raise Invalid(f"{name} must be an integer, not '{value}'", expression=[name]) from None
-    if out < 0:
-        raise Invalid(f"{name} must not be negative", expression=[name])
+        out = -1
+    if not 0 <= out < 2**63:
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        raise Invalid(bilingual(f"{name} doit être un entier positif ou nul, pas « {shown} »",
+                                f"{name} must be a whole number, not '{shown}'"), expression=[name])
     return out
 
 
 def parse(resource_type: str, query: list[tuple[str, str]], *, default_count: int = 20,
-          max_count: int = 1000) -> SearchRequest:
+          max_count: int = 1000, max_terms: int | None = None) -> SearchRequest:
+    """The search a query asks for. ``max_terms`` bounds its criteria (:func:`check_terms`)."""
+    req = _parse(resource_type, query, default_count, max_count)
+    if max_terms is not None:
+        check_terms(req, max_terms, max_count)
+    return req
+
+
+def check_terms(req: SearchRequest, max_terms: int, max_ids: int) -> None:
+    """Refuse (413) a search with more criteria than ``max_terms``: the values of its parameters,
+    its _sort keys and its includes. Each costs SQL (SQLite refuses an expression deeper than a
+    thousand) and work; ``_id`` values, a plain list of keys, count apart, up to ``max_ids``."""
+    ids = sum(len(c.values) for c in req.clauses if c.param == "_id" and not c.chain)
+    terms = (sum(len(c.values) for c in req.clauses if c.param != "_id" or c.chain)
+             + len(req.sort) + len(req.includes))
+    if terms > max_terms:
+        raise TooLarge(bilingual(f"la recherche compte {terms} critères (valeurs, tris, inclusions) ; "
+                                 f"au plus {max_terms} sont acceptés",
+                                 f"the search has {terms} criteria (values, sort keys, includes); "
+                                 f"at most {max_terms} are accepted"))
+    if ids > max_ids:
+        raise TooLarge(bilingual(f"la recherche nomme {ids} _id ; au plus {max_ids} sont acceptés",
+                                 f"the search names {ids} _id values; at most {max_ids} are accepted"),
+                       expression=["_id"])
+
+
+def _parse(resource_type: str, query: list[tuple[str, str]], default_count: int,
+           max_count: int) -> SearchRequest:
     req = SearchRequest(resource_type, count=default_count)
     known = params_for(resource_type)
     for name, value in query:
@@ -186,11 +216,11 @@ def _split_values(value: str) -> list[str]:
 
 def _result_param(req: SearchRequest, name: str, value: str, max_count: int) -> None:
     if name == "_count":
-        req.count = min(_int(name, value), max_count)
+        req.count = min(integer_param(name, value), max_count)
     elif name == "_offset":
-        req.offset = _int(name, value)
+        req.offset = integer_param(name, value)
     elif name == "_snapshot":
-        req.snapshot = _int(name, value)
+        req.snapshot = integer_param(name, value)
     elif name == "_sort":
         for key in value.split(","):
             key = key.strip()

@@ -18,8 +18,8 @@ import re
 import xml.parsers.expat
 from typing import Any
 
-from carnet.errors import Invalid, Issue
-from carnet.fhir.jsonio import FhirDecimal
+from carnet.errors import Invalid, Issue, bilingual
+from carnet.fhir.jsonio import FhirDecimal, check_depth
 from carnet.fhir.validation.definitions import ElementDef, TypeDef, definitions
 
 FHIR_NS = "http://hl7.org/fhir"
@@ -31,10 +31,18 @@ _INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _INTEGER_TYPES = frozenset({"integer", "positiveInt", "unsignedInt"})
 _MAX_DEPTH = 200
+MAX_ISSUES = 100  # problems listed before the reader gives up (a hostile document has millions)
+# Most elements read: each costs Python a few hundred bytes (a FHIR XML Bundle of 5,000 resources
+# has some 250,000); beyond, a body of millions of empty elements would take gigabytes.
+MAX_ELEMENTS = 500_000
 
 
 class _Refused(Exception):
     pass
+
+
+class _Enough(Exception):
+    """Raised once :data:`MAX_ISSUES` problems are listed: reading further only costs."""
 
 
 class _Node:
@@ -63,10 +71,13 @@ def _build_tree(data: bytes) -> _Node:
     parser.SetParamEntityParsing(xml.parsers.expat.XML_PARAM_ENTITY_PARSING_NEVER)
     stack: list[_Node] = []
     root: list[_Node] = []
+    count = [0]
 
     def doctype(*_: Any) -> None:
-        raise _Refused("the document has a DOCTYPE declaration; DTDs and entity declarations are not "
-                       "allowed in FHIR XML")
+        raise _Refused(bilingual("le document a une déclaration DOCTYPE ; les DTD et déclarations d'entités "
+                                 "ne sont pas acceptées en FHIR XML",
+                                 "the document has a DOCTYPE declaration; DTDs and entity declarations are "
+                                 "not allowed in FHIR XML"))
 
     def start(name: str, attrs: dict[str, str]) -> None:
         ns, _, local = name.rpartition(" ")
@@ -76,8 +87,13 @@ def _build_tree(data: bytes) -> _Node:
         else:
             root.append(node)
         stack.append(node)
+        count[0] += 1
+        if count[0] > MAX_ELEMENTS:
+            raise _Refused(bilingual(f"le document compte plus de {MAX_ELEMENTS} éléments",
+                                     f"the document holds more than {MAX_ELEMENTS} elements"))
         if len(stack) > _MAX_DEPTH:
-            raise _Refused(f"the document is nested more than {_MAX_DEPTH} levels deep")
+            raise _Refused(bilingual(f"le document est imbriqué sur plus de {_MAX_DEPTH} niveaux",
+                                     f"the document is nested more than {_MAX_DEPTH} levels deep"))
 
     def end(name: str) -> None:
         stack.pop()
@@ -101,11 +117,12 @@ def _build_tree(data: bytes) -> _Node:
     except _Refused as exc:
         raise Invalid(str(exc), issues=[Issue("fatal", "security", str(exc))]) from None
     except xml.parsers.expat.ExpatError as exc:
-        message = (f"the body is not well-formed XML: {xml.parsers.expat.ErrorString(exc.code)} "
-                   f"(line {exc.lineno}, column {exc.offset})")
+        where = f"{xml.parsers.expat.ErrorString(exc.code)} (line {exc.lineno}, column {exc.offset})"
+        message = bilingual(f"le corps n'est pas du XML bien formé : {where}",
+                            f"the body is not well-formed XML: {where}")
         raise Invalid(message, issues=[Issue("fatal", "structure", message)]) from None
     if not root:
-        message = "the body holds no XML element"
+        message = bilingual("le corps ne contient aucun élément XML", "the body holds no XML element")
         raise Invalid(message, issues=[Issue("fatal", "structure", message)])
     return root[0]
 
@@ -168,6 +185,8 @@ class _Converter:
 
     def error(self, path: str, message: str, code: str = "structure") -> None:
         self.issues.append(Issue("error", code, message, [path]))
+        if len(self.issues) >= MAX_ISSUES:
+            raise _Enough
 
     def order(self, td: TypeDef) -> dict[str, int]:
         order = self.orders.get(td.name)
@@ -358,8 +377,15 @@ def parse_xml(data: bytes) -> dict[str, Any]:
     """Parse a FHIR R4 resource in XML; raises :class:`Invalid` with issues when it cannot be read."""
     root = _build_tree(data)
     converter = _Converter()
-    resource = converter.resource(root, "")
+    try:
+        resource = converter.resource(root, "")
+    except _Enough:
+        resource = None
+        converter.issues.append(Issue("error", "too-costly", bilingual(
+            f"{MAX_ISSUES} problèmes relevés : la lecture s'arrête là",
+            f"{MAX_ISSUES} problems found: reading stopped there")))
     if converter.issues or resource is None:
         issues = converter.issues or [Issue("error", "structure", "the document is not a FHIR resource")]
         raise Invalid(f"the XML is not a valid FHIR resource: {issues[0].diagnostics}", issues=issues)
+    check_depth(resource)
     return resource

@@ -16,7 +16,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from carnet.errors import Issue
+from carnet.errors import Issue, bilingual
 from carnet.fhir.validation import fhirpath
 from carnet.fhir.validation.definitions import Constraint, Definitions, ElementDef, TypeDef, definitions
 from carnet.fhir.validation.xhtml import check_div
@@ -79,21 +79,33 @@ class ResourceContext:
             self.contained_ids = root.contained_ids
 
 
+MAX_ISSUES = 100  # problems listed before validation gives up (a hostile resource has millions)
+
+
+class _Enough(Exception):
+    """Raised once :data:`MAX_ISSUES` problems are listed: validating further only costs."""
+
+
 class Run:
     """One validation call: accumulates issues."""
 
     def __init__(self, defs: Definitions) -> None:
         self.defs = defs
         self.issues: list[Issue] = []
+        self.errors = 0
         self.entry_contexts: dict[int, ResourceContext] = {}
 
     # -- reporting ------------------------------------------------------------------------
 
     def error(self, path: str, message: str, code: str = "invalid") -> None:
         self.issues.append(Issue("error", code, message, [path]))
+        self.errors += 1
+        if self.errors >= MAX_ISSUES:
+            raise _Enough
 
     def warning(self, path: str, message: str, code: str = "invalid") -> None:
-        self.issues.append(Issue("warning", code, message, [path]))
+        if len(self.issues) - self.errors < MAX_ISSUES:  # beyond, warnings are not listed
+            self.issues.append(Issue("warning", code, message, [path]))
 
     # -- resources ------------------------------------------------------------------------
 
@@ -571,5 +583,10 @@ def validate(resource: dict[str, Any]) -> list[Issue]:
     ``Observation.component[1].code``).
     """
     run = Run(definitions())
-    run.resource(resource, "")
+    try:
+        run.resource(resource, "")
+    except _Enough:
+        run.issues.append(Issue("error", "too-costly", bilingual(
+            f"{MAX_ISSUES} problèmes relevés : la validation s'arrête là",
+            f"{MAX_ISSUES} problems found: validation stopped there")))
     return run.issues
