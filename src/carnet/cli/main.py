@@ -72,8 +72,12 @@ def serve(data: Path | None, host: str | None, port: int | None, workers: int | 
     click.echo(f"Carnet is running at {settings.public_base_url}/  (FHIR base "
                f"{settings.public_base_url}/fhir, data in {settings.data_dir})", err=False)
     sys.stdout.flush()
+    from carnet.api.limits import uvicorn_options
+
+    # the protocol closes connections that send nothing or trickle their headers (docs/limits.md)
     uvicorn.run("carnet.app:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_level=settings.log_level, access_log=False)
+                workers=settings.workers, log_level=settings.log_level, access_log=False,
+                **uvicorn_options())
 
 
 @main.command()
