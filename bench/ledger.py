@@ -417,6 +417,22 @@ class StatementTimer:
         self.seconds[kind] = self.seconds.get(kind, 0.0) + time.perf_counter() - t
         self.calls[kind] += 1
 
+    def wrap(self, seq: Sequencer) -> None:
+        """Time the sequencer's PostgreSQL statements sent through psycopg itself (binary results
+        and COPY), which SQLAlchemy's events do not see."""
+        for method, kind in (("_pg_pending", "select pending rows"), ("_pg_store", "insert ledger_nodes")):
+            original = getattr(seq, method)
+
+            def timed(*a: Any, _original: Any = original, _kind: str = kind) -> Any:
+                t = time.perf_counter()
+                try:
+                    return _original(*a)
+                finally:
+                    self.seconds[_kind] = self.seconds.get(_kind, 0.0) + time.perf_counter() - t
+                    self.calls[_kind] += 1
+
+            setattr(seq, method, timed)
+
     def __enter__(self) -> StatementTimer:
         event.listen(self.engine, "before_cursor_execute", self.before)
         event.listen(self.engine, "after_cursor_execute", self.after)
@@ -494,6 +510,7 @@ def cmd_sequencer(args: argparse.Namespace) -> None:
                 analyze(engine)  # as autovacuum would soon after a bulk insert
             settings = store.settings()
             seq = Sequencer(engine, load_signer(settings), origin_of(settings), batch=args.batch)
+            out["batch"] = seq.batch
             raw = KEEP_ROOT / "ledger-bench-profiles" / f"{name}-{rep}.txt" if args.profile else None
             load0, busy0, cpu0 = loadavg(), machine_busy_seconds(), time.process_time()
             with self_profile(raw):
@@ -543,7 +560,7 @@ def cmd_sequencer(args: argparse.Namespace) -> None:
     out["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     path = save(name, out)
     print(
-        f"\nSequencer ({args.db}, {args.leaves:,} leaves, batch {args.batch}): runs {rates} leaves/s, "
+        f"\nSequencer ({args.db}, {args.leaves:,} leaves, batch {out.get('batch')}): runs {rates} leaves/s, "
         f"median {out['leaves_per_s_median']:,}; target {TARGET_SEQUENCER:,}: "
         f"{'met' if out['target_met'] else 'NOT met'}"
     )
@@ -566,6 +583,7 @@ def sequencer_breakdown(store: Store, engine: Engine, args: argparse.Namespace) 
     restore = timed_commits(True)
     try:
         with StatementTimer(engine) as timer:
+            timer.wrap(seq)
             t0 = time.perf_counter()
             progress = seq.drain()
             took = time.perf_counter() - t0
@@ -1384,7 +1402,9 @@ def main() -> None:
     p = sub.add_parser("sequencer", help="Sequencer.drain() throughput, in process")
     p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument("--leaves", type=int, default=200_000)
-    p.add_argument("--batch", type=int, default=5000)
+    p.add_argument(
+        "--batch", type=int, default=None, help="rows per run (default: the Sequencer's, per database)"
+    )
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--profile", action="store_true", help="py-spy over each timed drain")
     p.add_argument(

@@ -26,7 +26,7 @@ from carnet.audit.sink import LedgerAudit
 from carnet.auth.principal import Kind, Principal
 from carnet.cli.main import main
 from carnet.ledger.keys import load_signer, origin_of
-from carnet.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
+from carnet.ledger.merkle import MemoryNodes, leaf_hash, root, verify_consistency, verify_inclusion
 from carnet.ledger.note import NoteSigner, NoteVerifier, format_checkpoint, parse_checkpoint
 from carnet.ledger.sequencer import Sequencer
 from carnet.ledger.verify import verify_database
@@ -56,6 +56,34 @@ def log(backend: Backend) -> tuple[Backend, Sequencer, NoteVerifier]:
         add_events(backend, n)
         sequencer.drain()
     return backend, sequencer, NoteVerifier.from_key(signer.verifier_key())
+
+
+def test_small_batches_taken_in_turn_by_two_sequencers_make_one_log(backend: Backend) -> None:
+    """Runs of 7 rows, alternately by two sequencers (two processes' worth: each finds the tree
+    moved by the other and rebuilds its edge): leaves in seq order without gaps, the hash of each
+    the one computed here from the row's bytes, the signed root the one of those leaves."""
+    backend.clean()
+    signer = load_signer(backend.settings)
+    pair = [Sequencer(backend.engine, signer, origin_of(backend.settings), batch=7) for _ in range(2)]
+    add_events(backend, 40)
+    turn = 0
+    while pair[turn % 2].run().sequenced:
+        turn += 1
+    assert turn == 6  # five full runs, one of 5 rows, then an empty one
+    add_events(backend, 3)
+    assert pair[1].run(force_checkpoint=True).size == 43
+    with backend.engine.connect() as conn:
+        leaves = conn.execute(text("SELECT n.idx, n.seq, n.hash, a.content FROM ledger_nodes n "
+                                   "JOIN audit_events a ON a.seq = n.seq WHERE n.height = 0 ORDER BY n.idx")).all()
+        seqs = [r[0] for r in conn.execute(text("SELECT seq FROM audit_events ORDER BY seq"))]
+        pending = conn.execute(text("SELECT count(*) FROM audit_pending")).scalar()
+        signed = conn.execute(text("SELECT root FROM ledger_checkpoints ORDER BY size DESC")).scalar()
+    assert [r.idx for r in leaves] == list(range(43)) and [r.seq for r in leaves] == seqs and pending == 0
+    hashes = [leaf_hash(bytes(r.content)) for r in leaves]
+    assert [bytes(r.hash) for r in leaves] == hashes
+    assert bytes(signed) == root(MemoryNodes.from_leaves(hashes), 43)
+    report = verify_database(backend.engine, NoteVerifier.from_key(signer.verifier_key()))
+    assert report.ok, report.problems
 
 
 def sql(backend: Backend, statement: str, **params: object) -> None:

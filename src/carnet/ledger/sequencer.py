@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, text
 
@@ -30,13 +31,24 @@ log = logging.getLogger("carnet.ledger")
 LOCK_KEY = 0x6361726E6574  # "carnet": the advisory lock of the one sequencer
 # The statements of a run, as driver SQL: a run writes tens of thousands of rows, and SQLAlchemy's
 # per-row parameter processing would cost more than the database does.
-PENDING = ("SELECT p.seq, a.content FROM audit_pending p JOIN audit_events a ON a.seq = p.seq "
-           "ORDER BY p.seq LIMIT {limit}")
+SQLITE_PENDING = ("SELECT p.seq, a.content FROM audit_pending p JOIN audit_events a ON a.seq = p.seq "
+                  "ORDER BY p.seq LIMIT {limit}")
 SQLITE_NODES = "INSERT INTO ledger_nodes (height, idx, hash, seq) VALUES (?, ?, ?, ?)"
 SQLITE_DONE = "DELETE FROM audit_pending WHERE seq <= ?"  # one writer: the batch is the queue's head
-PG_NODES = ("INSERT INTO ledger_nodes (height, idx, hash, seq) SELECT * FROM unnest("
-            "%b::int[], %b::bigint[], %b::bytea[], %b::bigint[])")  # %b: sent in binary, no escaping
+# PostgreSQL: the first pending seqs from the queue's primary key, then one probe each into
+# audit_events (the plain join is planned as a merge join reading audit_events from its first row,
+# every run); the server hashes each leaf, SHA-256(0x00 || content) as leaf_hash does, so 32 bytes
+# a row come back (in binary) instead of the ~2 KB row spelled in hex.
+PG_PENDING = ("SELECT p.seq, sha256(decode('00', 'hex') || a.content) "
+              "FROM (SELECT seq FROM audit_pending ORDER BY seq LIMIT {limit}) p "
+              "JOIN audit_events a ON a.seq = p.seq ORDER BY p.seq")
+PG_NODES = "COPY ledger_nodes (height, idx, hash, seq) FROM STDIN (FORMAT BINARY)"
+PG_NODE_TYPES = ("int4", "int8", "bytea", "int8")
 PG_DONE = "DELETE FROM audit_pending WHERE seq = ANY(%b::bigint[])"  # rows only: lower ones may commit now
+# Rows a run takes: on PostgreSQL writers go on beside the sequencer's transaction; on SQLite it
+# holds the one write lock all along (0.15-0.25 s for 5,000 rows here).
+BATCH_POSTGRES = 20_000
+BATCH_SQLITE = 5_000
 
 
 @dataclass
@@ -47,14 +59,14 @@ class Progress:
 
 
 class Sequencer:
-    def __init__(self, engine: Engine, signer: NoteSigner, origin: str, *, batch: int = 5000,
+    def __init__(self, engine: Engine, signer: NoteSigner, origin: str, *, batch: int | None = None,
                  checkpoint_seconds: float = 2.0) -> None:
         self.engine = engine
         self.signer = signer
         self.origin = origin
-        self.batch = batch
-        self.checkpoint_us = int(checkpoint_seconds * 1_000_000)
         self.postgres = engine.dialect.name == "postgresql"
+        self.batch = batch or (BATCH_POSTGRES if self.postgres else BATCH_SQLITE)
+        self.checkpoint_us = int(checkpoint_seconds * 1_000_000)
         self._edge: Appender | None = None  # the tree's right edge after the last run's commit
         self._last_leaf: bytes | None = None  # and the hash of its last leaf
         self._guard = threading.Lock()
@@ -117,7 +129,10 @@ class Sequencer:
         return Appender.from_nodes(size, DbNodes(conn))
 
     def _append(self, conn: Connection, edge: Appender) -> int:
-        rows = conn.exec_driver_sql(PENDING.format(limit=int(self.batch))).fetchall()
+        return self._append_postgres(conn, edge) if self.postgres else self._append_sqlite(conn, edge)
+
+    def _append_sqlite(self, conn: Connection, edge: Appender) -> int:
+        rows = conn.exec_driver_sql(SQLITE_PENDING.format(limit=int(self.batch))).fetchall()
         if not rows:
             return 0
         heights: list[int] = []
@@ -133,14 +148,43 @@ class Sequencer:
                 idxs.append(idx)
                 hashes.append(node)
                 seqs.append(seq if height == 0 else None)
-        self._pending_last = digest or self._pending_last
-        if self.postgres:
-            conn.exec_driver_sql(PG_NODES, (heights, idxs, hashes, seqs))
-            conn.exec_driver_sql(PG_DONE, ([r[0] for r in rows],))
-        else:
-            conn.exec_driver_sql(SQLITE_NODES, list(zip(heights, idxs, hashes, seqs, strict=True)))
-            conn.exec_driver_sql(SQLITE_DONE, (rows[-1][0],))
+        self._pending_last = digest
+        conn.exec_driver_sql(SQLITE_NODES, list(zip(heights, idxs, hashes, seqs, strict=True)))
+        conn.exec_driver_sql(SQLITE_DONE, (rows[-1][0],))
         return len(rows)
+
+    def _append_postgres(self, conn: Connection, edge: Appender) -> int:
+        driver: Any = conn.connection.driver_connection  # psycopg, in the transaction of ``conn``
+        rows = self._pg_pending(driver)
+        if not rows:
+            return 0
+        nodes: list[tuple[int, int, bytes, int | None]] = []
+        add = nodes.append
+        append = edge.append
+        for seq, digest in rows:
+            completed = append(digest)
+            add((0, completed[0][1], digest, seq))
+            for height, idx, node in completed[1:]:
+                add((height, idx, node, None))
+        self._pending_last = rows[-1][1]
+        self._pg_store(driver, nodes)
+        conn.exec_driver_sql(PG_DONE, ([seq for seq, _ in rows],))
+        return len(rows)
+
+    # psycopg itself, for what SQLAlchemy does not offer: results in binary, and COPY
+    def _pg_pending(self, driver: Any) -> list[tuple[int, bytes]]:
+        """(seq, leaf hash) of the next pending rows, in seq order."""
+        with driver.cursor(binary=True) as cursor:
+            cursor.execute(PG_PENDING.format(limit=int(self.batch)))
+            rows: list[tuple[int, bytes]] = cursor.fetchall()
+        return rows
+
+    def _pg_store(self, driver: Any, nodes: list[tuple[int, int, bytes, int | None]]) -> None:
+        with driver.cursor() as cursor, cursor.copy(PG_NODES) as copy:
+            copy.set_types(PG_NODE_TYPES)
+            write = copy.write_row
+            for row in nodes:
+                write(row)
 
     def _maybe_checkpoint(self, conn: Connection, edge: Appender, force: bool) -> int | None:
         last = latest_checkpoint(conn)
