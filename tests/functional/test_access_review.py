@@ -436,6 +436,30 @@ def test_includes_with_iterate_do_not_cross_into_a_hidden_record(world: World) -
         assert _ids(linked) == {alice.id}  # her own link, not bob
 
 
+def test_the_include_limit_counts_only_what_the_caller_may_read(world: World) -> None:
+    """A refusal for too many included resources would tell how many hidden ones point at a
+    record: the limit counts what the caller may read, and hidden ones never trip it."""
+    from tests.conftest import LiveServer
+
+    alice = world.patient("alice")
+    nurse = world.professional("nurse", "60")
+    world.care_team(alice, nurse)
+    shown = world.document(alice)
+    hidden = [world.document(alice, labels=("MASQUE_PS",)) for _ in range(3)]
+    tight = LiveServer(world.fhir.live.settings.model_copy(update={"max_include_resources": 2}))
+    try:
+        headers = {"Authorization": f"Bearer {tight.app.state.issuer.issue(world.principal(nurse))}"}
+        with httpx.Client(base_url=tight.url + "/fhir/", headers=headers, timeout=30) as c:
+            r = c.get("Patient", params={"_id": alice.id, "_revinclude": "DocumentReference:subject"})
+            assert r.status_code == 200, r.text  # 4 documents point at her; 1 may be read
+            assert _ids(r.json()) == {alice.id, shown} and not set(hidden) & _ids(r.json())
+        with httpx.Client(base_url=tight.url + "/fhir/", timeout=30) as system:  # development: reads all
+            r = system.get("Patient", params={"_id": alice.id, "_revinclude": "DocumentReference:subject"})
+            assert r.status_code == 422  # for a caller who reads them all, the limit holds
+    finally:
+        tight.stop()
+
+
 # ==============================================================================================
 # Defects found by this review: xfail while open, plain regressions once fixed
 # ==============================================================================================

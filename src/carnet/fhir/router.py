@@ -673,29 +673,47 @@ class FhirRouter:
 
     def _include_keys(self, repo: Repository, frontier: list[Stored], inc: Include,
                       limit: int) -> list[tuple[str, str]]:
+        """The (type, id) an include reaches from ``frontier``: only resources the caller may read
+        (joined to ``resources`` under the read predicates), so that neither the limit nor its
+        refusal counts what is hidden."""
         t = idx_reference.c
+        r = resources.c
         keys: list[tuple[str, str]] = []
         if not inc.reverse:
             ids = [s.id for s in frontier if s.resource_type == inc.source_type or inc.param == "*"]
-            types = {s.resource_type for s in frontier}
             if not ids:
                 return []
-            stmt = select(t.target_type, t.target_id).where(t.res_id.in_(ids), t.target_id.is_not(None))
-            stmt = stmt.where(t.res_type.in_(types) if inc.param == "*" else t.res_type == inc.source_type)
+            where = [t.res_id.in_(ids), t.target_id.is_not(None),
+                     t.res_type.in_({s.resource_type for s in frontier}) if inc.param == "*"
+                     else t.res_type == inc.source_type]
             if inc.param != "*":
-                stmt = stmt.where(t.param == inc.param)
-            if inc.target_type:
-                stmt = stmt.where(t.target_type == inc.target_type)
-            keys.extend((r.target_type, r.target_id) for r in repo.conn.execute(stmt.distinct().limit(limit)))
+                where.append(t.param == inc.param)
+            targets = [inc.target_type] if inc.target_type else list(repo.conn.execute(
+                select(t.target_type).where(*where, t.target_type.is_not(None)).distinct()).scalars())
+            for target in targets:
+                stmt = (select(t.target_type, t.target_id)
+                        .select_from(idx_reference.join(resources, (r.res_type == t.target_type)
+                                                        & (r.res_id == t.target_id)))
+                        .where(*where, t.target_type == target, r.deleted.is_(False), *repo.visible(target)))
+                keys.extend((row.target_type, row.target_id)
+                            for row in repo.conn.execute(stmt.distinct().limit(limit)))
         else:
             by_type: dict[str, list[str]] = {}
             for s in frontier:
                 by_type.setdefault(s.resource_type, []).append(s.id)
             for target_type, ids in by_type.items():
-                stmt = select(t.res_type, t.res_id).where(t.target_type == target_type, t.target_id.in_(ids))
+                where = [t.target_type == target_type, t.target_id.in_(ids)]
                 if inc.param != "*":
-                    stmt = stmt.where(t.res_type == inc.source_type, t.param == inc.param)
-                keys.extend((r.res_type, r.res_id) for r in repo.conn.execute(stmt.distinct().limit(limit)))
+                    where += [t.res_type == inc.source_type, t.param == inc.param]
+                sources = [inc.source_type] if inc.param != "*" else list(repo.conn.execute(
+                    select(t.res_type).where(*where).distinct()).scalars())
+                for source in sources:
+                    stmt = (select(t.res_type, t.res_id)
+                            .select_from(idx_reference.join(resources, (r.res_type == t.res_type)
+                                                            & (r.res_id == t.res_id)))
+                            .where(*where, t.res_type == source, r.deleted.is_(False), *repo.visible(source)))
+                    keys.extend((row.res_type, row.res_id)
+                                for row in repo.conn.execute(stmt.distinct().limit(limit)))
         return keys
 
     # -- history ----------------------------------------------------------------------------------
