@@ -113,6 +113,27 @@ def test_emergency_access_is_refused_when_the_patient_opposed_it(page: Page, por
     expect(page.get_by_role("alert")).to_contain_text("s'est opposé à l'accès en urgence")
 
 
+def test_a_refused_emergency_access_by_ins_tells_nothing_an_unknown_ins_would_not(page: Page, portal: Portal) -> None:
+    """The reason of a refusal (here the patient's opposition) would tell that a record exists for
+    that INS: asked by INS, a known but refused record and an unknown INS get the same answer."""
+    sign_in_professional(page, portal, OUTSIDER)
+    known = ins_of(portal, portal.records["opposed"])
+    unknown = known[:13] + ("01" if known[13:] == "00" else "00")  # no record has it
+    answers = []
+    for ins in (known, unknown):
+        page.goto(f"{portal.url}/portail")
+        page.get_by_label("Matricule INS").fill(ins)
+        page.locator("form:has(#ins) button").click()
+        page.get_by_label("Motif de l'accès en urgence (obligatoire)").fill("Arrêt cardiaque")
+        with page.expect_response(re.compile(r"/urgence$")) as response:
+            page.get_by_role("button", name="Accéder en urgence").click()
+        alert = page.get_by_role("alert")
+        expect(alert).to_contain_text("Accès en urgence refusé")
+        answers.append((response.value.status, alert.inner_text(), page.locator("main").inner_text().replace(ins, "")))
+    assert answers[0] == answers[1]
+    assert "opposé" not in answers[0][1]
+
+
 def test_a_centre_15_doctor_uses_regulation_access(page: Page, portal: Portal) -> None:
     pid = portal.records["child"]
     sign_in_professional(page, portal, portal.professional("médecin traitant"), regulation=True)

@@ -192,6 +192,9 @@ async def emergency(request: Request, visitor: Visitor) -> Response:
         else (404, {})
     )
     if status != 200:
+        # Asked by INS, a refusal gives no reason: the reason (opposed, blocked, closed...) would tell
+        # that a record exists for that INS, which an unknown INS must not be distinguishable from.
+        by_path = bool(request.path_params.get("pid"))
         message = outcome_text(answer, visitor.lang) if status == 403 else ""
         return render(
             request,
@@ -199,7 +202,7 @@ async def emergency(request: Request, visitor: Visitor) -> Response:
             visitor,
             403,
             pid=request.path_params.get("pid"),
-            error=f"{t('emergency_refused')} {message}".strip(),
+            error=f"{t('emergency_refused')} {message}".strip() if by_path else t("emergency_refused_by_ins"),
             ins=form.get("ins", ""),
         )
     token = next(x["valueString"] for x in answer["parameter"] if x["name"] == "access_token")

@@ -250,6 +250,10 @@ TEXT: dict[str, tuple[str, str]] = {
         "Emergency access in progress — traced and shown to the patient.",
     ),
     "emergency_refused": ("Accès en urgence refusé :", "Emergency access refused:"),
+    "emergency_refused_by_ins": (
+        "Accès en urgence refusé : aucun dossier accessible en urgence pour ce matricule INS.",
+        "Emergency access refused: no record open to emergency access for this INS.",
+    ),
     "reason_required": ("Le motif est obligatoire.", "A reason is required."),
     "confidentiality": ("Confidentialité", "Confidentiality"),
     "visibility": ("Visibilité", "Visibility"),
