@@ -104,5 +104,8 @@ def number_range(value: object) -> tuple[float, float, float] | None:
         return None
     exponent = dec.as_tuple().exponent
     assert isinstance(exponent, int)
-    half = Decimal(5).scaleb(exponent - 1)
-    return float(dec), float(dec - half), float(dec + half)
+    try:  # an exponent beyond the decimal context's range (1e1000001) overflows: not a number we take
+        half = Decimal(5).scaleb(exponent - 1)
+        return float(dec), float(dec - half), float(dec + half)
+    except ArithmeticError:
+        return None
