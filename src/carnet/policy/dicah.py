@@ -28,7 +28,20 @@ from __future__ import annotations
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Engine, Table, and_, delete, exists, false, insert, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Table,
+    and_,
+    delete,
+    exists,
+    false,
+    insert,
+    or_,
+    select,
+    text,
+    true,
+)
 
 from carnet.auth.principal import AccessMode, Kind, Principal
 from carnet.auth.scopes import parse_clinical
@@ -117,6 +130,10 @@ class DicahPolicy:
         wanted = {(prof, t) for prof, types in self.habilitations.types.items() for t in types}
         h = habilitation_types.c
         with engine.connect().execution_options(carnet_write=True) as conn, conn.begin():
+            if conn.dialect.name == "postgresql":
+                # several nodes start at once: one rewrites the table, the others then find it equal
+                # (readers are not blocked: EXCLUSIVE conflicts only with writers and itself)
+                conn.execute(text("LOCK TABLE habilitation_types IN EXCLUSIVE MODE"))
             stored = {(r.profession, r.doc_type) for r in conn.execute(select(h.profession, h.doc_type))}
             if stored == wanted:
                 return
