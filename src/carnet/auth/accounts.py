@@ -231,7 +231,7 @@ class AccountStore:
         step = None
         for offset in (-1, 0, 1):
             at = now + offset * TOTP_STEP
-            if len(code) == 6 and hmac.compare_digest(totp.at(at), code):
+            if len(code) == 6 and hmac.compare_digest(totp.at(at).encode(), code.encode()):
                 step = totp.timecode(int(at))
         if step is None:
             return self._fail(account)

@@ -81,4 +81,4 @@ class SignInSessions:
         return hmac.new(self.secret, b"csrf:" + token.encode(), hashlib.sha256).hexdigest()
 
     def check_csrf(self, token: str, presented: str | None) -> bool:
-        return bool(presented) and hmac.compare_digest(self.csrf(token), str(presented))
+        return bool(presented) and hmac.compare_digest(self.csrf(token).encode(), str(presented).encode())

@@ -223,7 +223,8 @@ class Portal:
             not token
             or not pending
             or not code
-            or not secrets.compare_digest(str(pending["state"]), request.query_params.get("state", ""))
+            or not secrets.compare_digest(str(pending["state"]).encode(),
+                                          request.query_params.get("state", "").encode())
         ):
             return landing_redirect("signin_failed")
         server = self.state.oauth
@@ -324,7 +325,8 @@ def form_token_ok(request: Request, visitor: Visitor | None, presented: object) 
         return False
     if visitor is not None:
         return portal_of(request).sessions.check_csrf(visitor.token, presented)
-    return secrets.compare_digest(request.cookies.get(ANON_COOKIE, ""), presented)
+    # as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, so a 500)
+    return secrets.compare_digest(request.cookies.get(ANON_COOKIE, "").encode(), presented.encode())
 
 
 def portal_of(request: Request) -> Portal:
