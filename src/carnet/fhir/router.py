@@ -554,7 +554,7 @@ class FhirRouter:
             bundle["total"] = repo.conn.execute(self.compiler.count(sreq, visible)).scalar_one()
             repo._record("search", rtype, (), query=urlencode(query), patient=_searched_patient(query))
             return FhirResponse(200, bundle)
-        rows = repo.conn.execute(self.compiler.page(sreq, visible)).all()
+        rows = self.compiler.page_rows(repo.conn, sreq, visible)
         has_next = len(rows) > sreq.count
         rows = rows[: sreq.count]
         total = None
