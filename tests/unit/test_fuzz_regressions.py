@@ -4,6 +4,10 @@ databases."""
 
 from __future__ import annotations
 
+import base64
+
+from carnet.documents import cda
+from carnet.documents.cda_model import CdaTime
 from carnet.fhir.values import number_range
 from tests.conftest import Fhir
 
@@ -33,3 +37,35 @@ def test_a_resource_holding_such_a_number_is_stored(fhir: Fhir) -> None:
     assert r.status_code in (201, 400, 422), (r.status_code, r.text)
     if r.status_code == 201:
         assert fhir.get(f"Observation/{r.json()['id']}").status_code == 200
+
+
+# -- CDA times whose period ends past year 9999 ------------------------------------------------------
+# CdaTime.parse accepted "9999" and "99991231235959", whose period ends beyond datetime's range:
+# comparing the header with the DocumentReference's date (CdaTime.end) raised ValueError or
+# OverflowError, and publishing such a CDA with a date answered 500. Now they are invalid times.
+
+CDA_9999 = (b'<ClinicalDocument xmlns="urn:hl7-org:v3"><id root="1.2.250.1.999.1.1" extension="DOC-1"/>'
+            b'<code code="11488-4" codeSystem="2.16.840.1.113883.6.1"/><effectiveTime value="9999"/>'
+            b'<recordTarget><patientRole><id root="1.2.250.1.213.1.4.10" extension="279035121518989"/>'
+            b'</patientRole></recordTarget></ClinicalDocument>')
+
+
+def test_a_cda_time_ending_past_year_9999_is_an_invalid_time() -> None:
+    for text in ("9999", "99991231", "99991231235959", "999912312359"):
+        assert CdaTime.parse(text) is None, text
+        header = cda.read_header(CDA_9999.replace(b"9999", text.encode(), 1))
+        assert header.effective_time is None
+        assert cda.check_against_metadata(header, cda.metadata_from_header(header)) == []
+        assert cda.check_against_metadata(header, {"date": "2024-03-12T10:15:00+01:00"}) == []
+        assert any(text in p.diagnostics and p.severity == "error" for p in header.problems)
+    assert CdaTime.parse("99981231235959") is not None
+
+
+def test_publishing_a_cda_dated_9999_is_refused(fhir: Fhir) -> None:
+    fhir.put("Patient/p1", json={"resourceType": "Patient", "id": "p1"})
+    r = fhir.post("DocumentReference", json={
+        "resourceType": "DocumentReference", "status": "current", "subject": {"reference": "Patient/p1"},
+        "date": "2024-03-12T10:15:00+01:00",
+        "content": [{"attachment": {"contentType": "text/xml", "data": base64.b64encode(CDA_9999).decode()}}]})
+    assert r.status_code == 422, (r.status_code, r.text)
+    assert "9999" in r.text

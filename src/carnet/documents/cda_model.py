@@ -59,9 +59,11 @@ class CdaTime:
         try:
             value = datetime(int(year), int(month or 1), int(day or 1), int(hour or 0), int(minute or 0),
                              int(second or 0), micro, tzinfo=tz)
-        except ValueError:
+            parsed = cls(text.strip(), value, precision, offset is not None, len(fraction or ""))
+            _ = parsed.end  # its period must end within datetime's range: "9999" does not
+        except (ValueError, OverflowError):
             return None
-        return cls(text.strip(), value, precision, offset is not None, len(fraction or ""))
+        return parsed
 
     @property
     def end(self) -> datetime:
