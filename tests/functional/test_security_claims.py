@@ -410,3 +410,68 @@ def test_in_production_the_api_and_the_logs_entries_need_a_token(fhir: Fhir, pro
         token = production.app.state.issuer.issue(world.principal(alice))
         r = http.get(f"{base}/fhir/Patient/{alice.id}", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200
+
+
+REFUSE_AUDIT = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events "
+        "BEGIN SELECT RAISE(ABORT, 'audit refused'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'audit refused'; END $$",
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_audit()",
+    ],
+}
+ALLOW_AUDIT = {
+    "sqlite": ["DROP TRIGGER IF EXISTS refuse_audit"],
+    "postgresql": [
+        "DROP TRIGGER IF EXISTS refuse_audit ON audit_events",
+        "DROP FUNCTION IF EXISTS refuse_audit()",
+    ],
+}
+
+
+def test_an_access_that_cannot_be_traced_is_not_served(world: World) -> None:
+    """The audit trail cannot be written (the database refuses its rows): a read answers an error
+    without the resource, a search without the results, and a write is not kept."""
+    fhir = world.fhir
+    alice = world.patient("alice")
+    gp = world.professional("gp", "10")
+    world.treating(alice, gp)
+    doc = world.document(alice)
+    binary = binary_id(fhir.get(f"DocumentReference/{doc}").json())
+    engine = fhir.backend.engine
+    with engine.connect().execution_options(carnet_write=True) as conn, conn.begin():
+        for statement in REFUSE_AUDIT[fhir.backend.name]:
+            conn.exec_driver_sql(statement)
+    try:
+        with world.client(gp) as c:
+            for path in (
+                f"DocumentReference/{doc}",
+                f"Binary/{binary}",
+                f"DocumentReference?patient={alice.id}",
+            ):
+                r = c.get(path)
+                assert r.status_code == 503, (path, r.status_code)
+                assert r.json()["resourceType"] == "OperationOutcome"
+                assert "tracé" in r.text and "traced" in r.text
+                assert doc not in r.text and "%PDF" not in r.text
+            r = c.post(
+                "Observation",
+                json={
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"text": "poids"},
+                    "subject": {"reference": f"Patient/{alice.id}"},
+                },
+            )
+            assert r.status_code == 503, r.text
+    finally:
+        with engine.connect().execution_options(carnet_write=True) as conn, conn.begin():
+            for statement in ALLOW_AUDIT[fhir.backend.name]:
+                conn.exec_driver_sql(statement)
+    assert fhir.get("Observation", params={"subject": f"Patient/{alice.id}"}).json()["total"] == 0
+    with world.client(gp) as c:
+        assert c.get(f"DocumentReference/{doc}").status_code == 200

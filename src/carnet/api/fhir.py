@@ -12,7 +12,7 @@ from starlette.responses import Response, StreamingResponse
 from carnet.api.auth import principal_from
 from carnet.api.limits import too_large
 from carnet.auth.principal import Kind, Principal
-from carnet.errors import CarnetError, Issue
+from carnet.errors import CarnetError, Issue, bilingual
 from carnet.fhir.router import FHIR_JSON, FhirRequest, FhirResponse, FhirRouter, error_response, outcome
 
 CONTENT_TYPE = FHIR_JSON + "; charset=utf-8"
@@ -45,14 +45,16 @@ async def dispatch(router: FhirRouter, freq: FhirRequest, principal: Principal) 
     except Exception:  # a bug, not the client's fault: log it, answer without internals
         log.exception("unexpected error on %s /fhir/%s", freq.method, freq.path)
         resp = FhirResponse(500, outcome([Issue("fatal", "exception",
-                                                "internal error; the request changed nothing")]))
+                                                bilingual("erreur interne ; la requête n'a rien changé",
+                                                          "internal error; the request changed nothing"))]))
     if later and router.audit is not None:
         try:  # the response leaves once its audit rows are durable, and not otherwise
             await router.audit.write_async(later)
         except Exception:
             log.exception("the audit trail could not be written for %s /fhir/%s", freq.method, freq.path)
             resp = FhirResponse(503, outcome([Issue("fatal", "transient",
-                                                    "the access could not be traced; try again")]))
+                                                    bilingual("l'accès n'a pas pu être tracé ; réessayez",
+                                                              "the access could not be traced; try again"))]))
     return resp
 
 
