@@ -28,6 +28,7 @@ from carnet.ledger.merkle import consistency_proof, inclusion_proof
 from carnet.ledger.store import DbNodes, checkpoints, index_of_hash, latest_checkpoint, leaves, tree_size
 
 MAX_ENTRIES = 1000  # per call of /ledger/entries
+MAX_WHOLE = 2**63 - 1  # the largest size, index or count a query takes (BIGINT)
 NOTE_TYPE = "text/plain; charset=utf-8"
 
 
@@ -37,8 +38,11 @@ def _error(exc: CarnetError, status: int) -> Response:
 
 def _int(request: Request, name: str) -> int:
     value = request.query_params.get(name)
-    if value is None or not value.isdigit() or len(value) > 19:
-        raise Invalid(f"'{name}' must be a whole number / « {name} » doit être un entier positif")
+    # ASCII digits only (str.isdigit also takes "²", which int() refuses), within the databases' BIGINT
+    if (value is None or not (value.isascii() and value.isdigit()) or len(value) > 19
+            or int(value) > MAX_WHOLE):
+        raise Invalid(f"'{name}' must be a whole number below 2^63 / "
+                      f"« {name} » doit être un entier positif inférieur à 2^63")
     return int(value)
 
 
