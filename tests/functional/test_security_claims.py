@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from carnet.auth.accounts import AccountStore
 from carnet.auth.clients import ClientType
@@ -37,14 +37,25 @@ from carnet.crypto import stream
 from carnet.crypto.errors import DecryptionFailed, KeyUnavailable
 from carnet.crypto.keyfiles import load_keyring
 from carnet.crypto.keys import DataKey, Keyring, MasterKey, WrappedKey
-from carnet.db.tables import audit_events, data_keys, document_contents, metadata, patient_accounts, resources
+from carnet.db.tables import (
+    audit_events,
+    data_keys,
+    document_contents,
+    metadata,
+    oauth_clients,
+    patient_accounts,
+    resources,
+)
 from tests.conftest import Fhir, LiveServer
 from tests.functional.dicah_world import LAB_REPORT, NORMAL, World
 from tests.functional.oauth_helpers import (
     Browser,
     authorize_params,
+    backend_token,
+    ec_key,
     exchange,
     pkce,
+    public_jwks,
     redirect_params,
     register,
 )
@@ -228,6 +239,11 @@ def test_what_a_copy_of_the_database_shows_without_the_key_file(world: World) ->
     assert account["totp_secret"] == secret
     # and not the content: the Binary resource holds no data
     assert "data" not in stored[("Binary", binary_id(doc))]
+    # but a Binary created through plain FHIR REST, outside MHD, is a resource like any other: in clear
+    plain = base64.b64encode(b"not a document " + secrets.token_bytes(8)).decode()
+    loose = fhir.create({"resourceType": "Binary", "contentType": "text/plain", "data": plain})
+    assert found_in_database(fhir, plain.encode()) >= {"resources.content", "resource_versions.content"}
+    assert loose["data"] == plain
 
 
 def normalised(r: httpx.Response, *ids: str) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -475,3 +491,44 @@ def test_an_access_that_cannot_be_traced_is_not_served(world: World) -> None:
     assert fhir.get("Observation", params={"subject": f"Patient/{alice.id}"}).json()["total"] == 0
     with world.client(gp) as c:
         assert c.get(f"DocumentReference/{doc}").status_code == 200
+
+
+def test_a_database_writer_without_the_keys_reads_through_the_running_server_and_is_traced(
+    world: World,
+) -> None:
+    """The limit of encryption at rest: whoever can write the live database needs no key file. A
+    row slipped into ``oauth_clients`` by hand (a backend client with the writer's public key) gets
+    a system token from the server, which decrypts the content for it. What remains: the reads are
+    in the audit trail under that client, and no ``admin:client-add`` trace says who registered it."""
+    fhir = world.fhir
+    alice = world.patient("alice")
+    content = b"%PDF-1.4\n" + secrets.token_bytes(200)
+    doc = publish(fhir, alice.id, content)
+    key = ec_key()
+    client_id = "planted-" + secrets.token_hex(4)
+    with fhir.backend.engine.connect().execution_options(carnet_write=True) as conn, conn.begin():
+        conn.execute(
+            insert(oauth_clients).values(
+                client_id=client_id,
+                name="x",
+                client_type="backend",
+                secret_hash=None,
+                redirect_uris="[]",
+                scope="system/*.rs",
+                jwks=json.dumps(public_jwks(key)),
+                created_at=0,
+            )
+        )
+    base = fhir.live.url
+    with httpx.Client(timeout=30) as http:
+        r = backend_token(http, base, client_id, key, "system/*.rs")
+        assert r.status_code == 200, r.text
+        auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        assert http.get(f"{base}/fhir/Binary/{binary_id(doc)}", headers=auth).content == content
+    events = fhir.get("AuditEvent", params={"patient": alice.id, "subtype": "read"}).json().get("entry", [])
+    assert any(client_id in json.dumps(e["resource"]["agent"]) for e in events)
+    with fhir.backend.engine.connect() as conn:  # what `carnet client add` would have traced
+        admin = conn.execute(
+            select(audit_events.c.content).where(audit_events.c.subtype == "admin:client-add")
+        )
+        assert not any(client_id.encode() in bytes(row.content) for row in admin)
