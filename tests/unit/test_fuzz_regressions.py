@@ -5,9 +5,16 @@ databases."""
 from __future__ import annotations
 
 import base64
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pytest
+from sqlalchemy.dialects import postgresql
 
 from carnet.documents import cda
 from carnet.documents.cda_model import CdaTime
+from carnet.errors import Invalid
+from carnet.fhir import search
 from carnet.fhir.values import number_range
 from tests.conftest import Fhir
 
@@ -69,3 +76,53 @@ def test_publishing_a_cda_dated_9999_is_refused(fhir: Fhir) -> None:
         "content": [{"attachment": {"contentType": "text/xml", "data": base64.b64encode(CDA_9999).decode()}}]})
     assert r.status_code == 422, (r.status_code, r.text)
     assert "9999" in r.text
+
+
+# -- NUL characters in search values ----------------------------------------------------------------
+# The parser holds an escaped pipe ("\|") as NUL while it splits token values, and left it there in
+# every other kind of value (given=c\|d searched for "c<NUL>d"); a literal NUL (%00) went through
+# too. PostgreSQL refuses NUL in text: those searches answered 500 on PostgreSQL. Now an escaped
+# pipe is a plain "|" wherever "|" separates nothing, and a NUL in a value is refused (400).
+
+ESCAPED_PIPES = ("Patient?family=a\\,b&given=c\\|d", "Patient?_id=a\\|b", "Patient?name:contains=x\\|y",
+                 "Observation?code=http://x\\|y|z", "Patient?identifier:of-type=a|b|c\\|d",
+                 "Patient?gender:text=f\\|m", "Observation?subject=Patient/p\\|1",
+                 "Observation?value-quantity=5|http://unitsofmeasure.org\\|x|kg",
+                 "Practitioner?family=mart\\|in&given=je\\|an")
+
+
+def _statements(query: str) -> list[Any]:
+    rtype, _, qs = query.partition("?")
+    req = search.parse(rtype, parse_qsl(qs, keep_blank_values=True), max_terms=100)
+    compiler = search.Compiler()
+    return [compiler.page(req, []), compiler.count(req, [])]
+
+
+def test_an_escaped_pipe_reaches_no_statement_as_nul() -> None:
+    for query in ESCAPED_PIPES:
+        for stmt in _statements(query):
+            params = stmt.compile(dialect=postgresql.dialect()).params
+            values = [x for v in params.values() for x in (v if isinstance(v, list) else [v])]
+            assert not any(isinstance(v, str) and "\x00" in v for v in values), (query, params)
+    params = _statements("Patient?given=c\\|d")[0].compile().params
+    assert "c|d" in params.values()
+
+
+def test_a_nul_in_a_search_value_is_refused() -> None:
+    for query in ("Patient?family=a\x00b", "Patient?_id=\x00", "Observation?subject.family=\x00"):
+        rtype, _, qs = query.partition("?")
+        with pytest.raises(Invalid) as caught:
+            search.parse(rtype, parse_qsl(qs, keep_blank_values=True))
+        assert " / " in caught.value.message and "NUL" in caught.value.message
+
+
+def test_searches_with_escaped_pipes_and_nul_over_http(fhir: Fhir) -> None:
+    fhir.create({"resourceType": "Patient", "name": [{"family": "Pipe", "given": ["c|d"]}]})
+    assert len(fhir.search_ids("Patient?given=c\\|d")) == 1
+    for query in ESCAPED_PIPES:
+        r = fhir.get(query)
+        assert r.status_code == 200, (query, r.status_code, r.text)
+    for query in ("Patient?family=a%00b", "Patient?_id=%00", "Patient?given=c%00d&family=x"):
+        r = fhir.get(query)
+        assert r.status_code == 400, (query, r.status_code, r.text)
+        assert r.json()["resourceType"] == "OperationOutcome"

@@ -193,6 +193,9 @@ def _parse(resource_type: str, query: list[tuple[str, str]], default_count: int,
         elif not _modifier_allowed(resource_type, base, modifier):
             raise NotSupported(f"the modifier ':{modifier}' is not supported on '{base}'",
                                expression=[name])
+        if "\x00" in value:  # PostgreSQL refuses it in text, and an escaped "\|" stands for it below
+            raise Invalid(bilingual(f"la valeur de {name} contient le caractère NUL",
+                                    f"the value of {name} holds the NUL character"), expression=[name])
         req.clauses.append(Clause(base, modifier, _split_values(value), chain))
     return req
 
@@ -213,6 +216,12 @@ def _modifier_allowed(resource_type: str, base: str, modifier: str) -> bool:
 def _split_values(value: str) -> list[str]:
     parts = re.split(r"(?<!\\),", value)
     return [p.replace("\\,", ",").replace("\\|", "\x00") for p in parts]
+
+
+def _plain(value: str) -> str:
+    """A value with its escaped pipes (``\\|``, held as NUL by :func:`_split_values`) back as ``|``:
+    for the parts of values where ``|`` separates nothing, so that no NUL reaches the database."""
+    return value.replace("\x00", "|")
 
 
 def _result_param(req: SearchRequest, name: str, value: str, max_count: int) -> None:
@@ -392,7 +401,7 @@ def _token_parts(value: str) -> tuple[str | None, str | None, bool]:
     if "|" not in value:
         return None, value.replace("\x00", "|"), False
     system, _, code = value.partition("|")
-    return (system or None), (code.replace("\x00", "|") or None), True
+    return (_plain(system) or None), (code.replace("\x00", "|") or None), True
 
 
 class Compiler:
@@ -402,6 +411,8 @@ class Compiler:
     def value_cond(self, p: SearchParam | str, modifier: str, value: str, t: Any,
                    name: str) -> ColumnElement[bool]:
         ptype = p if isinstance(p, str) else p.type
+        if ptype in ("string", "date", "number", "uri") or (ptype == "token" and modifier == "text"):
+            value = _plain(value)
         if ptype == "string":
             if modifier == "exact":
                 return t.c.exact == value
@@ -413,7 +424,7 @@ class Compiler:
             if modifier == "text":
                 return _prefix(t.c.text, normalise(value))
             if modifier == "of-type":
-                parts = value.split("|")
+                parts = [_plain(part) for part in value.split("|")]
                 if len(parts) != 3:
                     raise Invalid(f"{name} needs system|code|value", expression=[name])
                 return and_(t.c.type_system == parts[0], t.c.type_code == parts[1], t.c.code == parts[2])
@@ -435,6 +446,7 @@ class Compiler:
             conds = [_number_cond(t.c.value, number, name)]
             if rest:
                 system, _, code = rest.partition("|")
+                system, code = _plain(system), _plain(code)
                 if system:
                     conds.append(t.c.system == system)
                 if code:
@@ -462,8 +474,9 @@ class Compiler:
         if self.base_url and value.startswith(self.base_url + "/"):
             value = value[len(self.base_url) + 1:]
         if "://" in value or value.startswith("urn:"):
-            url = value.partition("|")[0]
+            url = _plain(value.partition("|")[0])
             return t.c.url == url
+        value = _plain(value)
         parts = value.split("/")
         if "_history" in parts:
             parts = parts[: parts.index("_history")]
@@ -512,7 +525,7 @@ class Compiler:
         if c.chain:
             return self._chain(rtype, c), False
         if c.param == "_id":
-            return c.values, c.modifier == "not"
+            return [_plain(v) for v in c.values], c.modifier == "not"
         if c.param == "_lastUpdated":
             lu = resources.c.last_updated
             return (select(resources.c.res_id).where(
@@ -655,8 +668,8 @@ class Compiler:
                   if not c.chain and c.modifier == "" and len(c.values) == 1 and c.values[0]}
         for first, second in pairs:
             if first in simple and second in simple:
-                a = normalise(simple[first].values[0])
-                b = normalise(simple[second].values[0])
+                a = normalise(_plain(simple[first].values[0]))
+                b = normalise(_plain(simple[second].values[0]))
                 if a and b:
                     return first, second, a, b
         return None
