@@ -423,6 +423,12 @@ def test_in_production_the_api_and_the_logs_entries_need_a_token(fhir: Fhir, pro
         assert (
             http.get(base + "/ledger/proof/inclusion", params={"index": 0, "size": size}).status_code == 200
         )
+        # the development sign-in (pick any professional) does not exist in production; it does in development
+        assert http.post(base + "/oauth/signin/development", data={"csrf": "x"}).status_code in (404, 405)
+        assert http.post(fhir.live.url + "/oauth/signin/development", data={"csrf": "x"}).status_code not in (
+            404,
+            405,
+        )
         token = production.app.state.issuer.issue(world.principal(alice))
         r = http.get(f"{base}/fhir/Patient/{alice.id}", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200
