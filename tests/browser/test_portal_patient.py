@@ -261,3 +261,34 @@ def test_the_essential_journey_works_without_javascript(browser: Browser, portal
         expect(page.locator("table.history tbody tr").first).to_be_visible()
     finally:
         ctx.close()
+
+
+def test_a_long_record_pages_its_documents_and_the_pages_keep_the_filters(page: Page, portal: Portal) -> None:
+    from carnet.web.patient import PAGE
+    from tests.browser.test_portal_rules import publish_pdf
+
+    pid = portal.records["parent"]  # a record no other test counts the documents of
+    run = uuid.uuid4().hex[:6]  # the phone run publishes its own after the desktop run
+    for n in range(PAGE + 2):
+        publish_pdf(portal, pid, f"Compte rendu n° {n:02d} {run}")
+    total = len(documents_shown_to(portal, pid, "INVISIBLE_PATIENT"))
+    sign_in_patient(page, portal, "parent")
+    open_documents(page)
+    rows = page.locator("table.documents tbody tr")
+    expect(rows).to_have_count(PAGE)
+    expect(page.get_by_role("status")).to_have_text(f"Documents 1–{PAGE}")
+    first_page = rows.all_inner_texts()
+    page.get_by_role("button", name="Plus anciens").click()
+    expect(rows).to_have_count(min(total - PAGE, PAGE))
+    assert not set(rows.all_inner_texts()) & set(first_page)  # no document on both pages
+    page.get_by_role("button", name="Plus récents").click()
+    assert rows.all_inner_texts() == first_page
+    # filtered on a type, the next page is still filtered
+    page.get_by_label("Type de document").select_option(value="http://loinc.org|11488-4")
+    page.get_by_role("button", name="Filtrer").click()
+    expect(rows).to_have_count(PAGE)
+    page.get_by_role("button", name="Plus anciens").click()
+    expect(rows.first).to_be_visible()
+    for text in rows.all_inner_texts():
+        assert "Compte rendu" in text
+    assert "depuis" not in page.url and "type" not in page.url

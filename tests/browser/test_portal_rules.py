@@ -26,7 +26,8 @@ def publish_pdf(portal: Portal, pid: str, title: str, *labels: str, author: str 
         "type": {"coding": [{"system": "http://loinc.org", "code": "11488-4"}]},
         "subject": {"reference": f"Patient/{pid}"}, "date": "2026-11-20T10:00:00+01:00",
         "author": [{"reference": author}], "description": title,
-        "securityLabel": [{"coding": [{"system": VISIBILITY_SYSTEM, "code": code}]} for code in labels],
+        **({"securityLabel": [{"coding": [{"system": VISIBILITY_SYSTEM, "code": code}]} for code in labels]}
+           if labels else {}),
         "content": [{"attachment": {"contentType": "application/pdf", "title": title,
                                     "data": base64.b64encode(minimal_pdf([title])).decode()}}],
     }

@@ -67,16 +67,34 @@ def record_name(listed: list[dict[str, Any]], record: str) -> str:
 async def search_documents(
     request: Request, visitor: Visitor, record: str, query: list[tuple[str, str]], count: int = PAGE
 ) -> list[dict[str, Any]]:
+    return (await documents_of(request, visitor, record, query, count))[0]
+
+
+async def documents_of(
+    request: Request, visitor: Visitor, record: str, query: list[tuple[str, str]], count: int, offset: int = 0
+) -> tuple[list[dict[str, Any]], bool]:
+    """One page of the record's current documents, newest first, and whether older ones follow."""
     params = [
         ("patient", f"Patient/{record}"),
         ("status", "current"),
         ("_sort", "-date"),
         ("_include", "DocumentReference:author"),
         ("_count", str(count)),
+        ("_offset", str(offset)),
         *query,
     ]
     status, bundle = await portal_of(request).json(visitor.principal, "GET", "DocumentReference", params)
-    return views.documents(bundle, visitor.lang) if status == 200 else []
+    if status != 200:
+        return [], False
+    more = any(link.get("relation") == "next" for link in bundle.get("link") or [])
+    return views.documents(bundle, visitor.lang), more
+
+
+def _offset(value: str | None) -> int:
+    try:
+        return max(0, int(value or "0"))
+    except ValueError:
+        return 0
 
 
 async def accesses(
@@ -142,12 +160,16 @@ async def documents(request: Request, visitor: Visitor) -> Response:
     record, listed = await current_record(request, visitor)
     form = await form_of(request) if request.method == "POST" else {}
     query, kept = _filters(form)
-    found = await search_documents(request, visitor, record, query, count=100)
+    offset = _offset(form.get("depuis"))
+    found, more = await documents_of(request, visitor, record, query, PAGE, offset)
     return render(
         request,
         "patient/documents.html",
         visitor,
         documents=found,
+        offset=offset,
+        more=more,
+        page=PAGE,
         filters=kept,
         types=views.document_types(),
         record_name=record_name(listed, record),
@@ -368,10 +390,7 @@ async def upload(request: Request, visitor: Visitor) -> Response:
 @page(Kind.PATIENT)
 async def history(request: Request, visitor: Visitor) -> Response:
     record, listed = await current_record(request, visitor)
-    try:
-        offset = max(0, int(request.query_params.get("depuis", "0")))
-    except ValueError:
-        offset = 0
+    offset = _offset(request.query_params.get("depuis"))
     mine = request.query_params.get("miennes") == "1"
     rows, more = await accesses(request, visitor, record, PAGE, offset, mine)
     return render(

@@ -79,6 +79,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "status": ("Statut", "Status"),
     "no_documents": ("Aucun document.", "No document."),
     "count_documents": ("document(s)", "document(s)"),
+    "documents_range": ("Documents", "Documents"),
     "view": ("Voir", "View"),
     "download": ("Télécharger", "Download"),
     "masked": ("Masqué aux professionnels", "Hidden from professionals"),
