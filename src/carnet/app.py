@@ -16,7 +16,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carnet import __version__, web
-from carnet.api import ledger, oauth, signin
+from carnet.api import ledger, oauth, openapi, signin
 from carnet.api.fhir import fhir_endpoint
 from carnet.api.limits import HEADER_SECONDS_STATE, RequestLimits
 from carnet.auth.accounts import AccountStore, load_notifier
@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             *web.routes(),
             Route("/healthz", health),
+            *openapi.routes(),
             *oauth.routes(methods),
             *ledger.routes(),
             Route("/fhir", fhir_endpoint, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
