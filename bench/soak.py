@@ -410,7 +410,13 @@ class Load:
                 await asyncio.wait_for(stop.wait(), self.args.rss_every)
 
     async def run(self, phase: Phase, report_every: float = 60.0) -> Phase:
-        limits = httpx.Limits(max_connections=self.args.max_in_flight, max_keepalive_connections=64)
+        limits = httpx.Limits(
+            max_connections=self.args.max_in_flight,
+            max_keepalive_connections=64,
+            # below uvicorn's 5-s keep-alive: a request never goes out on a connection the server is
+            # closing at that instant (a client-side race, not an answer of the server)
+            keepalive_expiry=2.0,
+        )
         async with httpx.AsyncClient(
             base_url=self.srv.base, timeout=self.args.timeout, limits=limits
         ) as client:
