@@ -235,7 +235,8 @@ class Phase:
     rate: float
     seconds: float
     samples: list[Sample] = field(default_factory=list)
-    rss: list[tuple[float, int, int]] = field(default_factory=list)  # (t, RSS bytes, processes)
+    # (t, RSS bytes, processes, anonymous bytes, file-backed bytes)
+    rss: list[tuple[float, int, int, int, int]] = field(default_factory=list)
     late_starts: int = 0  # requests sent more than 100 ms after their due time (generator behind)
     max_in_flight: int = 0
     skipped: int = 0  # requests not sent because --max-in-flight were outstanding
@@ -461,9 +462,10 @@ class Load:
         return phase
 
 
-def server_rss(srv: Server) -> tuple[int, int]:
-    """(sum of VmRSS over the server's processes, number of processes)."""
-    total, n = 0, 0
+def server_rss(srv: Server) -> tuple[int, int, int, int]:
+    """(sum of VmRSS over the server's processes, number of processes, sum of RssAnon, sum of
+    RssFile): anonymous memory is the heap; file pages are mostly SQLite's memory-mapped database."""
+    total = n = anon = filed = 0
     for pid in session_pids(srv.sid):
         try:
             with open(f"/proc/{pid}/status") as f:
@@ -471,10 +473,13 @@ def server_rss(srv: Server) -> tuple[int, int]:
                     if line.startswith("VmRSS:"):
                         total += int(line.split()[1]) * 1024
                         n += 1
-                        break
+                    elif line.startswith("RssAnon:"):
+                        anon += int(line.split()[1]) * 1024
+                    elif line.startswith("RssFile:"):
+                        filed += int(line.split()[1]) * 1024
         except OSError:
             continue
-    return total, n
+    return total, n, anon, filed
 
 
 # -- figures ----------------------------------------------------------------------------------
@@ -521,8 +526,8 @@ def slope(xs: list[float], ys: list[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
 
 
-def rss_at(rss: list[tuple[float, int, int]], t: float) -> tuple[float, int]:
-    return min(((s[0], s[1]) for s in rss), key=lambda s: abs(s[0] - t))
+def rss_at(rss: list[tuple[float, int, int, int, int]], t: float) -> tuple[float, int, int, int, int]:
+    return min(rss, key=lambda s: abs(s[0] - t))
 
 
 def summarise(phase: Phase, warmup: float) -> dict[str, Any]:
@@ -549,8 +554,8 @@ def summarise(phase: Phase, warmup: float) -> dict[str, Any]:
         if not s.status or s.status >= 400:
             key = f"{s.op} {s.status}: {s.error[:160]}"
             errors[key] = errors.get(key, 0) + 1
-    t_first, rss_first = rss_at(phase.rss, warmup)
-    t_last, rss_last = phase.rss[-1][0], phase.rss[-1][1]
+    first, last = rss_at(phase.rss, warmup), phase.rss[-1]
+    t_first, rss_first, t_last, rss_last = first[0], first[1], last[0], last[1]
     rss_growth = (rss_last - rss_first) / rss_first if rss_first else 0.0
     xs = [float(w["minute"]) for w in steady]
     total = window(phase.samples, 0, phase.seconds)
@@ -591,7 +596,16 @@ def summarise(phase: Phase, warmup: float) -> dict[str, Any]:
             "growth_pct": round(100 * rss_growth, 2),
             "max_mib": round(max(s[1] for s in phase.rss) / 2**20, 1),
             "processes": phase.rss[-1][2],
-            "samples": [(s[0], round(s[1] / 2**20, 1)) for s in phase.rss],
+            "anon_at_mib": round(first[3] / 2**20, 1),
+            "anon_end_mib": round(last[3] / 2**20, 1),
+            "anon_growth_pct": round(100 * (last[3] - first[3]) / first[3], 2) if first[3] else None,
+            "file_at_mib": round(first[4] / 2**20, 1),
+            "file_end_mib": round(last[4] / 2**20, 1),
+            # (t s, RSS MiB, anonymous MiB, file-backed MiB)
+            "samples": [
+                (s[0], round(s[1] / 2**20, 1), round(s[3] / 2**20, 1), round(s[4] / 2**20, 1))
+                for s in phase.rss
+            ],
         },
     }
     out["server_cores"] = (
@@ -678,7 +692,9 @@ def print_table(out: dict[str, Any]) -> None:
     print(
         f"Server RSS ({rss['processes']} processes): {rss['at_mib']:.1f} MiB at {rss['at_s']:.0f} s, "
         f"{rss['end_mib']:.1f} MiB at {rss['end_s']:.0f} s: {rss['growth_pct']:+.2f} % "
-        f"(max {rss['max_mib']:.1f} MiB)."
+        f"(max {rss['max_mib']:.1f} MiB); anonymous {rss['anon_at_mib']:.1f} → {rss['anon_end_mib']:.1f} MiB "
+        f"({rss['anon_growth_pct']:+.2f} %), file-backed {rss['file_at_mib']:.1f} → "
+        f"{rss['file_end_mib']:.1f} MiB."
     )
     if "ramp" in out:
         r = out["ramp"]
