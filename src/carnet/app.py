@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carnet import __version__, web
@@ -71,6 +71,17 @@ class SecurityHeaders:
         await self.app(scope, receive, wrapped)
 
 
+class AnyMethod:
+    """An endpoint as an ASGI app: a Route given one takes every method (given a function, only those
+    listed, answering the others itself)."""
+
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.app = request_response(endpoint)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok", "version": __version__})
 
@@ -109,8 +120,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *openapi.routes(),
             *oauth.routes(methods),
             *ledger.routes(),
-            Route("/fhir", fhir_endpoint, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-            Route("/fhir/{path:path}", fhir_endpoint, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+            # every method reaches the FHIR router, which answers an unsupported one with a 405
+            # OperationOutcome (a route's own 405 would be Starlette's plain text)
+            Route("/fhir", AnyMethod(fhir_endpoint)),
+            Route("/fhir/{path:path}", AnyMethod(fhir_endpoint)),
         ],
         middleware=[Middleware(SecurityHeaders), Middleware(RequestLimits, settings=settings)],
         lifespan=lifespan,

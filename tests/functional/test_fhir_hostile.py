@@ -1,0 +1,26 @@
+"""Inputs the FHIR fuzzer (tests/support/fhir_fuzz.py, bench/fuzz_http.py) found answered without an
+OperationOutcome or with a 5xx, replayed exactly: each now gets its 4xx OperationOutcome."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Fhir
+
+
+def outcome_of(r: httpx.Response) -> dict[str, Any]:
+    assert r.headers["content-type"].startswith("application/fhir+json"), (r.status_code, r.text)
+    body = r.json()
+    assert body["resourceType"] == "OperationOutcome" and body["issue"][0]["severity"] in ("error", "fatal")
+    return dict(body)
+
+
+@pytest.mark.parametrize(("method", "path"), [("PROPFIND", "Patient"), ("OPTIONS", "Patient"),
+                                              ("TRACE", "Patient/fz-pat"), ("OPTIONS", "")])
+def test_a_method_fhir_does_not_know_is_a_405_operation_outcome(fhir: Fhir, method: str, path: str) -> None:
+    r = fhir.request(method, path, content=b"null")
+    assert r.status_code == 405, r.text
+    assert "not a supported interaction" in str(outcome_of(r)) or "not supported on the FHIR base" in r.text
