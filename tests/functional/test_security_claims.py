@@ -45,6 +45,7 @@ from carnet.db.tables import (
     oauth_clients,
     patient_accounts,
     resources,
+    signin_sessions,
 )
 from tests.conftest import Fhir, LiveServer
 from tests.functional.dicah_world import LAB_REPORT, NORMAL, World
@@ -273,7 +274,8 @@ def test_a_hidden_resource_answers_byte_for_byte_like_an_absent_one(world: World
         "DocumentReference/{}/_history/1",
         "DocumentReference?_id={}",
         "DocumentReference?_id={}&_summary=count",
-        "DocumentReference/{}/$inclusion-proof",
+        "DocumentReference?_id={}&_include=DocumentReference:subject",
+        "DocumentReference?_id={}&_total=accurate",
     ]
     cases = [(outsider, plain, plain_binary, f"Patient/{alice.id}"), (nurse, masked, masked_binary, None)]
     for who, doc, binary, record in cases:
@@ -538,3 +540,38 @@ def test_a_database_writer_without_the_keys_reads_through_the_running_server_and
             select(audit_events.c.content).where(audit_events.c.subtype == "admin:client-add")
         )
         assert not any(client_id.encode() in bytes(row.content) for row in admin)
+
+
+def test_a_session_row_written_by_hand_is_a_portal_session_as_anyone(world: World) -> None:
+    """The same limit through the portal: a ``signin_sessions`` row with chosen claims, under the
+    SHA-256 of a cookie the writer chose, opens the patient's pages and their documents' bytes."""
+    fhir = world.fhir
+    alice = world.patient("alice")
+    content = b"%PDF-1.4\n" + secrets.token_bytes(200)
+    doc = publish(fhir, alice.id, content)
+    cookie = secrets.token_urlsafe(32)
+    now = time.time()
+    claims = {
+        "sub": alice.matricule,
+        "kind": "patient",
+        "scope": "patient/*.cruds",
+        "access_mode": "normal",
+        "fhirUser": alice.ref,
+        "patient": alice.id,
+    }
+    with fhir.backend.engine.connect().execution_options(carnet_write=True) as conn, conn.begin():
+        conn.execute(
+            insert(signin_sessions).values(
+                session_id=hashlib.sha256(cookie.encode()).hexdigest(),
+                expires_at=int((now + 600) * 1_000_000),
+                state=json.dumps({"claims": claims, "signed_in": now, "renewed": now, "emergency": {}}),
+            )
+        )
+    with httpx.Client(base_url=fhir.live.url, cookies={"carnet_portail": cookie}, timeout=30) as browser:
+        r = browser.get(f"/portail/documents/{doc['id']}/contenu")
+        assert r.status_code == 200 and r.content == content
+    # a cookie naming no row opens nothing
+    with httpx.Client(
+        base_url=fhir.live.url, cookies={"carnet_portail": secrets.token_urlsafe(32)}
+    ) as stranger:
+        assert stranger.get(f"/portail/documents/{doc['id']}/contenu").status_code != 200
