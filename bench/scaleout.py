@@ -484,6 +484,8 @@ def check_ledger(cluster: Cluster, notes: list[dict[str, Any]]) -> dict[str, Any
             "SELECT count(*), min(idx), max(idx), count(DISTINCT seq) FROM ledger_nodes WHERE height = 0"
         ).fetchone()  # type: ignore[misc]
         last = conn.execute("SELECT max(size) FROM ledger_checkpoints").fetchone()[0]  # type: ignore[index]
+        out["audit_rows_by_kind"] = {f"{r[0]} {r[1]}": r[2] for r in conn.execute(
+            "SELECT subtype, action, count(*) FROM audit_events GROUP BY 1, 2 ORDER BY 3 DESC")}
         orphan = conn.execute("SELECT count(*) FROM ledger_nodes n LEFT JOIN audit_events a ON a.seq = n.seq "
                               "WHERE n.height = 0 AND a.seq IS NULL").fetchone()[0]  # type: ignore[index]
     out.update({"audit_rows": rows, "leaves": leaves, "leaf_index_min": lo, "leaf_index_max": hi,
@@ -593,6 +595,32 @@ def table_sizes(cluster: Cluster) -> dict[str, Any]:
     return {"tables": tables, "database_bytes": db_bytes}
 
 
+def measure_only(db_name: str, name: str) -> None:
+    """The table sizes of a database loaded by a run still going (``--measure-db``)."""
+    import psycopg
+
+    cluster = Cluster(Path("."), db_name, "")
+    out: dict[str, Any] = {"benchmark": "scaleout-sizes", "machine": machine(), "database": db_name}
+    out["sizes"] = table_sizes(cluster)
+    dsn = f"host=127.0.0.1 port=5432 user=postgres dbname={db_name}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        out["resources_by_type"] = dict(conn.execute(
+            "SELECT res_type, count(*) FROM resources GROUP BY 1 ORDER BY 1").fetchall())
+        out["audit_rows_by_kind"] = {f"{r[0]} {r[1]}": r[2] for r in conn.execute(
+            "SELECT subtype, action, count(*) FROM audit_events GROUP BY 1, 2 ORDER BY 3 DESC")}
+        out["index_rows_by_type"] = {}
+        for table in ("idx_date", "idx_number", "idx_quantity", "idx_reference", "idx_string", "idx_token",
+                      "idx_uri"):
+            for res_type, n in conn.execute(f"SELECT res_type, count(*) FROM {table} GROUP BY 1"):
+                out["index_rows_by_type"].setdefault(res_type, {})[table] = n
+        out["audit_content_bytes_mean"] = conn.execute(
+            "SELECT avg(octet_length(content)) FROM audit_events").fetchone()[0]  # type: ignore[index]
+        out["resource_content_bytes_mean"] = dict(conn.execute(
+            "SELECT res_type, avg(octet_length(content))::int FROM resources GROUP BY 1").fetchall())
+    path = save(name, out)
+    log(f"saved {path}")
+
+
 def bucket_size(s3: Any, bucket: str) -> dict[str, int]:
     count = total = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
@@ -611,6 +639,36 @@ def empty_bucket(s3: Any, bucket: str) -> None:
         for up in page.get("Uploads", []):
             s3.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
     s3.delete_bucket(Bucket=bucket)
+
+
+def preload(cluster: Cluster, tokens: list[str], patients: list[str], count: int) -> dict[str, Any]:
+    """``count`` documents published before the load (ITI-65, 10 per transaction, 2 KB PDFs, round-robin
+    over the nodes), so that the table sizes measured afterwards are those of a database that holds
+    something. Any failure stops the run."""
+    per_bundle, size = 10, 2048
+    rng = random.Random(3)
+    templates = [Pdf(pdf_document(rng, size, n)) for n in range(per_bundle)]
+    jobs = list(range(count // per_bundle))
+    started = time.monotonic()
+
+    def publish(k: int) -> None:
+        node = cluster.nodes[k % len(cluster.nodes)]
+        patient = patients[k % len(patients)]
+        docs = [(f"{UID_ROOT}.3.{k}.{j}", templates[j], TYPES[j % len(TYPES)],
+                 f"20{10 + k % 15}-{1 + j:02d}-{1 + k % 28:02d}T09:00:00+01:00") for j in range(per_bundle)]
+        bundle = submission(patient, f"{UID_ROOT}.4.{k}", docs)
+        r = httpx.post(node.base + "/fhir", json=bundle, timeout=120,
+                       headers={**FHIR_JSON, "Authorization": f"Bearer {tokens[(k + 1) % len(tokens)]}"})
+        if r.status_code != 200:
+            raise RuntimeError(f"preload through {node.name}: {r.status_code} {r.text[:300]}")
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(publish, jobs))
+    seconds = time.monotonic() - started
+    log(f"preloaded {len(jobs) * per_bundle:,} documents in {seconds:.0f} s "
+        f"({len(jobs) * per_bundle / seconds:,.0f} documents/s)")
+    return {"documents": len(jobs) * per_bundle, "content_bytes": size, "per_transaction": per_bundle,
+            "seconds": round(seconds, 1), "documents_per_s": round(len(jobs) * per_bundle / seconds, 1)}
 
 
 # -- figures ----------------------------------------------------------------------------------
@@ -672,14 +730,22 @@ def main() -> None:
     ap.add_argument("--after", type=float, default=25.0, help="seconds of load once node 1 answers again")
     ap.add_argument("--patients", type=int, default=300)
     ap.add_argument("--content-bytes", type=int, default=32768, help="size of each published PDF")
+    ap.add_argument("--preload", type=int, default=0,
+                    help="documents published before the load (for the table sizes of docs/deployment.md)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--name", default="scaleout")
+    ap.add_argument("--measure-db", default=None, metavar="NAME",
+                    help="only measure the tables of an existing database (rows, bytes) and save them")
     args = ap.parse_args()
+    if args.measure_db:
+        measure_only(args.measure_db, args.name)
+        return
     if args.nodes < 2:
         raise SystemExit("--nodes: at least 2 (one is killed)")
     if subprocess.run(["bash", str(REPO / "scripts" / "swift-s3"), "start"], check=False).returncode != 0:
         raise SystemExit("could not start Swift (scripts/swift-s3 start)")
     out: dict[str, Any] = {"benchmark": "scaleout", "machine": machine(), "settings": vars(args),
+                           "pythonpath": os.environ.get("PYTHONPATH", ""),
                            "stores": {"database": "postgresql",
                                       "objects": f"OpenStack Swift s3api at {S3_ENDPOINT}"}}
     s3 = make_client(endpoint_url=S3_ENDPOINT, access_key_id=S3_ACCESS_KEY, secret_access_key=S3_SECRET_KEY)
@@ -711,18 +777,22 @@ def run(cluster: Cluster, args: argparse.Namespace, out: dict[str, Any], s3: Any
     out["start_seconds"] = round(time.monotonic() - t, 1)
     tokens, out["tokens"] = tokens_from_each_node(cluster)
     patients = [f"so-{k:05d}" for k in range(args.patients)]
-    with httpx.Client(timeout=30) as http:
-        for k, pid in enumerate(patients):
-            node = cluster.nodes[k % len(cluster.nodes)]
-            body = {"resourceType": "Patient", "id": pid, "name": [{"family": "ECHELLE", "given": [f"P{k}"]}],
-                    "gender": "female" if k % 2 else "male",
-                    "birthDate": f"19{50 + k % 50}-01-{1 + k % 28:02d}"}
-            r = http.put(f"{node.base}/fhir/Patient/{pid}", json=body,
-                         headers={**FHIR_JSON, "Authorization": f"Bearer {tokens[k % len(tokens)]}"})
-            if r.status_code not in (200, 201):
-                raise RuntimeError(f"seeding Patient/{pid}: {r.status_code} {r.text}")
+    def put_patient(item: tuple[int, str]) -> None:
+        k, pid = item
+        node = cluster.nodes[k % len(cluster.nodes)]
+        body = {"resourceType": "Patient", "id": pid, "name": [{"family": "ECHELLE", "given": [f"P{k}"]}],
+                "gender": "female" if k % 2 else "male", "birthDate": f"19{50 + k % 50}-01-{1 + k % 28:02d}"}
+        r = httpx.put(f"{node.base}/fhir/Patient/{pid}", json=body, timeout=60,
+                      headers={**FHIR_JSON, "Authorization": f"Bearer {tokens[k % len(tokens)]}"})
+        if r.status_code not in (200, 201):
+            raise RuntimeError(f"seeding Patient/{pid}: {r.status_code} {r.text}")
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(put_patient, enumerate(patients)))
     log(f"{len(patients)} patients seeded across the nodes")
 
+    if args.preload:
+        out["preload"] = preload(cluster, tokens, patients, args.preload)
     load = Load(cluster, tokens, patients, args.content_bytes, seed=8)
     notes: list[dict[str, Any]] = []
     sampler_stop = threading.Event()
@@ -783,8 +853,12 @@ def run(cluster: Cluster, args: argparse.Namespace, out: dict[str, Any], s3: Any
         f"{lg['consistency_proofs']}; consistent {lg['consistent']}")
     out["sizes"] = table_sizes(cluster)
     out["sizes"]["bucket"] = bucket_size(s3, cluster.bucket)
-    out["sizes"]["documents"] = len(load.published)
+    out["sizes"]["documents"] = len(load.published) + out.get("preload", {}).get("documents", 0)
+    dr_rows = out["sizes"]["tables"]["document_contents"]["rows"]
+    out["writes"]["document_contents_rows"] = dr_rows
+    out["writes"]["rows_match_acknowledged"] = dr_rows == out["sizes"]["documents"]
     out["ok"] = bool(w["problem_count"] == 0 and w["verified_through_every_node"] == w["acknowledged"]
+                     and w["rows_match_acknowledged"]
                      and lg["one_gapless_sequence"] and lg["consistent"] and lg["carnet_verify"]["exit"] == 0
                      and out["tokens"]["ok"] and not load.wrong_bytes and not load.stale_searches
                      and s["failed_operations"] == 0)
