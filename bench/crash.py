@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import os
 import random
 import signal
@@ -71,6 +72,38 @@ from mhd import PDF_FORMAT, RFC3986, TYPES, Pdf, patient_body, submission, when_
 
 FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 MAX_VIOLATIONS = 200  # kept in the results (all are counted)
+
+# With --preload: a process that imports Carnet once, then forks one child per start; each child is
+# a new session (killed as a group, as a `carnet serve` of its own) running the `carnet serve` command
+# (carnet.cli.main) with the harness's environment and its output in the server log. Children are
+# reaped by the kernel (SIGCHLD ignored), so a killed server leaves no zombie.
+ZYGOTE = r"""
+import json, os, signal, sys
+import carnet.app, carnet.cli.main
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+for line in sys.stdin:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        fd = os.open(req["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(0)
+        os.environ.clear()
+        os.environ.update(req["env"])
+        code = 0
+        try:
+            carnet.cli.main.main(req["args"], prog_name="carnet")
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            code = 1
+        sys.stdout.flush()
+        os._exit(code)
+    print(pid, flush=True)
+"""
 
 
 # -- what the publishers sent -------------------------------------------------------------------
@@ -223,6 +256,7 @@ class CrashRun:
     publishers: int = 4
     patients_n: int = 3
     min_delay: float = 0.2
+    preload: bool = False  # fork each server from a process that imported Carnet (see ZYGOTE)
     early: float = 0.2  # share of the kills timed from the start of publishing, not from a first ack
     max_delay: float = 2.0
     max_exponent: float = 19.0  # document sizes 2^9 .. 2^max_exponent bytes, log-uniform
@@ -256,6 +290,8 @@ class CrashRun:
         self.sent: list[Sent] = []
         self.cycle = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        self.pid: int | None = None
+        self.zygote: subprocess.Popen[str] | None = None
         self.headers = dict(FHIR_JSON)
         self.patients = [f"crash-{k + 1}" for k in range(self.patients_n)]
         self.engine: Any = None
@@ -280,9 +316,16 @@ class CrashRun:
             self.db_url = PG_URL.format(db=self.pg_db)
             self.env["CARNET_DATABASE_URL"] = self.db_url
         self.start()
-        token = subprocess.run([python(), "-m", "carnet.cli.main", "token", "--data", str(self.data), "--as",
-                                "system", "--ttl", "86400"], env=self.env, cwd=REPO, capture_output=True,
-                               text=True, check=True).stdout.strip()
+        from carnet.auth.issuer import TokenIssuer
+        from carnet.auth.principal import Principal
+        from carnet.config import Settings
+        from carnet.db.engine import make_engine
+
+        self.settings = Settings(data_dir=self.data, database_url=self.db_url, base_url=self.base)
+        self.engine = make_engine(self.settings)
+        # what `carnet token --as system` prints, without the start of a process
+        issuer = TokenIssuer(self.settings, self.engine)
+        token = issuer.issue(Principal.system(), 86400, client_id="carnet-cli")
         self.headers["Authorization"] = f"Bearer {token}"
         prng = random.Random(self.seed)
         with self.client() as c:
@@ -291,46 +334,63 @@ class CrashRun:
                 if r.status_code not in (200, 201):
                     raise RuntimeError(f"seeding Patient/{pid}: {r.status_code} {r.text[:300]}")
         self.clients = [self.client() for _ in range(self.publishers)]
-        from carnet.config import Settings
-        from carnet.db.engine import make_engine
-
-        self.settings = Settings(data_dir=self.data, database_url=self.db_url)
-        self.engine = make_engine(self.settings)
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base + "/fhir", headers=self.headers, timeout=120)
 
     def start(self, timeout: float = 120.0) -> float:
         t0 = time.monotonic()
-        cmd = [python(), "-m", "carnet.cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-               "--data", str(self.data), "--workers", str(self.workers)]
-        with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen(cmd, env=self.env, cwd=REPO, stdout=logf, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        while time.monotonic() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"carnet serve exited with {self.proc.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.base + "/healthz", timeout=2).status_code == 200:
-                    seconds = time.monotonic() - t0
-                    self.startups.append(round(seconds, 3))
-                    return seconds
-            time.sleep(0.05)
+        args = ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", str(self.data),
+                "--workers", str(self.workers)]
+        if self.preload:
+            self.pid = self._zygote_start(args)
+        else:
+            with open(self.log_path, "ab") as logf:
+                self.proc = subprocess.Popen([python(), "-m", "carnet.cli.main", *args], env=self.env,
+                                             cwd=REPO, stdout=logf, stderr=subprocess.STDOUT,
+                                             start_new_session=True)
+            self.pid = self.proc.pid
+        with httpx.Client(timeout=2) as probe:
+            while time.monotonic() - t0 < timeout:
+                if not session_pids(self.pid):
+                    raise RuntimeError(f"carnet serve exited:\n{self.log_tail()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if probe.get(self.base + "/healthz").status_code == 200:
+                        if not session_pids(self.pid):  # another program answered on the port
+                            raise RuntimeError(f"carnet serve exited:\n{self.log_tail()}")
+                        seconds = time.monotonic() - t0
+                        self.startups.append(round(seconds, 3))
+                        return seconds
+                time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"carnet serve did not answer within {timeout} s:\n{self.log_tail()}")
 
+    def _zygote_start(self, args: list[str]) -> int:
+        """``carnet serve`` in a child forked from a process that has imported Carnet once (the imports
+        are most of a start's CPU); the child is a session of its own, killed the same way."""
+        if self.zygote is None or self.zygote.poll() is not None:
+            self.zygote = subprocess.Popen([python(), "-c", ZYGOTE], env=self.env, cwd=REPO, text=True,
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert self.zygote.stdin is not None
+        assert self.zygote.stdout is not None
+        self.zygote.stdin.write(json.dumps({"args": args, "env": self.env, "log": str(self.log_path)}) + "\n")
+        self.zygote.stdin.flush()
+        return int(self.zygote.stdout.readline())
+
     def kill(self) -> None:
         """SIGKILL the server's process group (the supervisor and its workers) and wait until all are gone."""
-        if self.proc is None:
+        if self.pid is None:
             return
-        pgid = self.proc.pid
+        pgid = self.pid
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
+        if self.proc is not None:
+            self.proc.wait(timeout=30)
         deadline = time.monotonic() + 30
         while session_pids(pgid) and time.monotonic() < deadline:
             time.sleep(0.02)
         self.proc = None
+        self.pid = None
 
     def log_tail(self, n: int = 40) -> str:
         try:
@@ -340,6 +400,12 @@ class CrashRun:
 
     def close(self) -> None:
         self.kill()
+        if self.zygote is not None:
+            self.zygote.kill()
+            self.zygote.wait()
+            for stream in (self.zygote.stdin, self.zygote.stdout):
+                if stream is not None:
+                    stream.close()
         for c in self.clients:
             c.close()
         if self.engine is not None:
@@ -382,12 +448,13 @@ class CrashRun:
         self.counts.acked_documents += sum(len(s.docs) for s in acked)
         self.counts.in_flight_requests += len(flying)
         self.counts.refused += sum(1 for s in mine if s.state == "refused")
+        older = [s for s in self.sent[:first] if s.state == "acked"]
         with self.client() as c:
-            for s in mine:
-                self.check_sent(c, s)
-            older = [s for s in self.sent[:first] if s.state == "acked"]
-            for s in self.rng.sample(older, min(self.sample, len(older))):
-                self.check_sent(c, s)
+            for s in mine + self.rng.sample(older, min(self.sample, len(older))):
+                try:
+                    self.check_sent(c, s)
+                except (RuntimeError, httpx.HTTPError) as exc:  # a search or a read that failed
+                    self.violation(s.cycle, "check-failed", f"{s.kind} {s.docs[0].uid}: {exc}")
         present = sum(1 for s in flying if s.outcome == "present")
         self.cycles.append({"cycle": self.cycle, "early": early, "delay_s": round(delay, 3),
                             "requests": len(mine),
@@ -612,15 +679,31 @@ class CrashRun:
         return self.scan
 
     def verify(self) -> bool:
+        """``carnet verify --data DIR`` (the database named by CARNET_DATABASE_URL for PostgreSQL) exits 0.
+        With ``preload`` the command runs in this process (no start of a process), its node cache
+        emptied first so that every node is read from the database."""
         t0 = time.monotonic()
-        r = subprocess.run([python(), "-m", "carnet.cli.main", "verify", "--data", str(self.data)],
-                           env=self.env, cwd=REPO, capture_output=True, text=True)
+        args = ["verify", "--data", str(self.data)]
+        if self.preload:
+            from click.testing import CliRunner
+
+            from carnet.cli.main import main as cli
+            from carnet.ledger.store import forget_cached_nodes
+
+            forget_cached_nodes()
+            env = {k: v for k, v in self.env.items() if k.startswith("CARNET_")}
+            res = CliRunner().invoke(cli, args, env=env)
+            code, text = res.exit_code, res.output + (repr(res.exception) if res.exception else "")
+        else:
+            r = subprocess.run([python(), "-m", "carnet.cli.main", *args], env=self.env, cwd=REPO,
+                               capture_output=True, text=True)
+            code, text = r.returncode, r.stdout + r.stderr
         self.verify_seconds.append(round(time.monotonic() - t0, 2))
         self.counts.verify_runs += 1
-        if r.returncode == 0:
+        if code == 0:
             self.counts.verify_passes += 1
             return True
-        self.violation(self.cycle, "verify-failed", f"exit {r.returncode}: {(r.stdout + r.stderr)[-600:]}")
+        self.violation(self.cycle, "verify-failed", f"exit {code}: {text[-600:]}")
         return False
 
     def results(self) -> dict[str, Any]:
@@ -686,6 +769,24 @@ def _folder(keep: bool) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def snapshot() -> None:
+    """Re-run this command on a copy of the last commit's src (``git archive HEAD``), first on the
+    path: a run restarts the server hundreds of times, and the checkout may be edited meanwhile."""
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    import tempfile
+
+    dest = Path(tempfile.mkdtemp(prefix="carnet-crash-src-"))
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "src"], capture_output=True,
+                             check=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(dest / "src") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["CARNET_CRASH_SOURCE"] = f"commit {commit[:12]} ({dest / 'src'})"
+    log(f"running on a snapshot of commit {commit[:12]} in {dest}")
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
@@ -697,6 +798,8 @@ def main() -> None:
                     help="shortest time from restart to kill, seconds")
     ap.add_argument("--max-delay", type=float, default=2.0,
                     help="longest time from restart to kill, seconds")
+    ap.add_argument("--preload", action="store_true",
+                    help="fork each server from a process that imported Carnet once (faster restarts)")
     ap.add_argument("--early", type=float, default=0.2,
                     help="share of the kills timed from the restart (others: from a first acknowledgement)")
     ap.add_argument("--max-exponent", type=float, default=19.0,
@@ -709,9 +812,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=8)
     ap.add_argument("--keep", action="store_true", help="keep the data folder")
     ap.add_argument("--name", default=None, help="results file name (default crash-<db>)")
+    ap.add_argument("--working-tree", action="store_true",
+                    help="run the checkout's src as it is, not a snapshot of its last commit")
     args = ap.parse_args()
+    if not args.working_tree and "CARNET_CRASH_SOURCE" not in os.environ:
+        snapshot()  # does not return
     name = args.name or f"crash-{args.db}"
     out: dict[str, Any] = {"benchmark": "crash", "db": args.db, "machine": machine(),
+                           "source": os.environ.get("CARNET_CRASH_SOURCE", "working tree"),
                            "settings": {k: v for k, v in vars(args).items() if k != "keep"}}
     def progress(run: CrashRun) -> None:
         if run.counts.kills % 10 == 0:
@@ -720,9 +828,9 @@ def main() -> None:
     with _folder(args.keep) as work:
         res = run_crashes(args.db, work, args.kills, progress=progress, workers=args.workers,
                           publishers=args.publishers, patients_n=args.patients, min_delay=args.min_delay,
-                          max_delay=args.max_delay, early=args.early, max_exponent=args.max_exponent,
-                          sample=args.sample, full_every=args.full_every, verify_every=args.verify_every,
-                          seed=args.seed)
+                          max_delay=args.max_delay, early=args.early, preload=args.preload,
+                          max_exponent=args.max_exponent, sample=args.sample, full_every=args.full_every,
+                          verify_every=args.verify_every, seed=args.seed)
     out.update(res)
     out["loadavg_at_end"] = os.getloadavg()
     path = save(name, out)
