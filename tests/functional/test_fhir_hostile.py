@@ -24,3 +24,12 @@ def test_a_method_fhir_does_not_know_is_a_405_operation_outcome(fhir: Fhir, meth
     r = fhir.request(method, path, content=b"null")
     assert r.status_code == 405, r.text
     assert "not a supported interaction" in str(outcome_of(r)) or "not supported on the FHIR base" in r.text
+
+
+@pytest.mark.parametrize("body", [b'{"op": "add", "path": "/active", "value": true}', b"{}"])
+def test_a_json_patch_that_is_not_an_array_is_a_400(fhir: Fhir, body: bytes) -> None:
+    fhir.put("Patient/fz-pat", json={"resourceType": "Patient", "id": "fz-pat"})
+    r = fhir.patch("Patient/fz-pat", content=body, headers={"content-type": "application/json-patch+json"})
+    assert r.status_code == 400, r.text
+    assert "array of operations" in outcome_of(r)["issue"][0]["diagnostics"]
+

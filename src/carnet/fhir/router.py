@@ -455,7 +455,9 @@ class FhirRouter:
         ctype = req.headers.get("content-type", "")
         if "json-patch" not in ctype and not isinstance(req.body, list):
             raise NotSupported("PATCH takes a JSON Patch document (application/json-patch+json)")
-        ops = req.body if isinstance(req.body, list) else jsonio.loads(req.body or b"")
+        # the body is parsed already (a dict or a list) unless it came as bytes
+        raw = req.body is None or isinstance(req.body, bytes | str)
+        ops = jsonio.loads(req.body or b"") if raw else req.body
         if not isinstance(ops, list):
             raise Invalid("a JSON Patch document is an array of operations")
         current = repo.read(rtype, rid)
