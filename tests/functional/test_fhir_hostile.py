@@ -33,3 +33,10 @@ def test_a_json_patch_that_is_not_an_array_is_a_400(fhir: Fhir, body: bytes) -> 
     assert r.status_code == 400, r.text
     assert "array of operations" in outcome_of(r)["issue"][0]["diagnostics"]
 
+
+@pytest.mark.parametrize("version", ["99999999999999999999", "9223372036854775808", "-9223372036854775809"])
+def test_a_version_too_large_for_any_database_is_not_found(fhir: Fhir, version: str) -> None:
+    fhir.put("Patient/fz-pat", json={"resourceType": "Patient", "id": "fz-pat"})
+    r = fhir.get(f"Patient/fz-pat/_history/{version}")
+    assert r.status_code == 404, r.text
+    outcome_of(r)

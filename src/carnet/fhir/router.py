@@ -388,6 +388,8 @@ class FhirRouter:
         elif n == 4 and parts[2] == "_history" and m == "GET":
             try:
                 version = int(parts[3])
+                if abs(version) >= 2**63:  # no version is that large (and the databases' integers stop there)
+                    raise ValueError
             except ValueError:
                 raise NotFound(f"'{parts[3]}' is not a version of {rtype}/{parts[1]}") from None
             return self.resource_response(repo.vread(rtype, parts[1], version), 200)
