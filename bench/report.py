@@ -117,8 +117,29 @@ def validation() -> list[str]:
     return out
 
 
+def crash() -> list[str]:
+    rows = [(db, d) for db in ("sqlite", "postgres") if (d := _load(f"crash-{db}")) is not None]
+    if not rows:
+        return []
+    out = ["### Crash safety (SIGKILL of `carnet serve` under concurrent ITI-65 / ITI-105 publishing)", "",
+           "| database | workers | kills | acknowledged documents (requests) "
+           "| in flight at the kill: present / absent | verify passed | full scans "
+           "| orphan blobs (of cut publications) | violations | restart p50 / max s | cycles/min | run |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for db, d in rows:
+        c, scan, st = d["counts"], d.get("last_full_scan", {}), d.get("startup_s", {})
+        partial = " (partial)" if d.get("partial") else ""
+        out.append(f"| {db} | {d['settings']['workers']} | {c['kills']}{partial} | {c['acked_documents']:,} "
+                   f"({c['acked_requests']:,}) | {c['in_flight_present']} / {c['in_flight_absent']} | "
+                   f"{c['verify_passes']}/{c['verify_runs']} | {c['full_scans']} | "
+                   f"{scan.get('orphan_blobs', 0)} ({scan.get('orphan_blobs_of_in_flight_documents', 0)}) | "
+                   f"{c['violations']} | {st.get('p50', 0):.1f} / {st.get('max', 0):.1f} | "
+                   f"{d.get('cycles_per_minute', 0)} | {_when(d)} |")
+    return out
+
+
 def main() -> None:
-    for part in (crud, bundle, search, identity, validation):
+    for part in (crud, bundle, search, identity, validation, crash):
         lines = part()
         if lines:
             print("\n".join(lines) + "\n")
