@@ -16,7 +16,7 @@ from carnet.documents.cda_model import CdaTime
 from carnet.errors import Invalid
 from carnet.fhir import search
 from carnet.fhir.values import number_range
-from tests.conftest import Fhir
+from tests.conftest import FIXTURES, Fhir
 
 # -- numbers whose exponent is beyond the decimal context ------------------------------------------
 # number_range("1e1000001") raised decimal.Overflow (and "1e-999999999" InvalidOperation) from the
@@ -126,3 +126,24 @@ def test_searches_with_escaped_pipes_and_nul_over_http(fhir: Fhir) -> None:
         r = fhir.get(query)
         assert r.status_code == 400, (query, r.status_code, r.text)
         assert r.json()["resourceType"] == "OperationOutcome"
+
+
+# -- an author identified by a root alone ------------------------------------------------------------
+# metadata_from_header gives an author whose id has no extension as the identifier
+# urn:ietf:rfc:3986 | urn:oid:<root>, but check_against_metadata compared only the header's ids with
+# an extension: the metadata derived from the header contradicted it ("Author mismatch"), and a
+# publication whose metadata named the author that way was refused (422).
+
+AUTHOR_ROOT_ONLY = FIXTURES / "fuzz" / "cda-crash-72bf5569f89a9016de3aae38c750b794952b6abf"
+
+
+def test_an_author_identified_by_a_root_alone_agrees_with_its_derived_metadata() -> None:
+    data = AUTHOR_ROOT_ONLY.read_bytes()  # the fuzzer's input: extension="..." garbled into extesupnsion
+    assert b'<id root="1.2.250.1.71.4.2.1" extesupnsion="810000000001"/>' in data
+    header = cda.read_header(data)
+    metadata = cda.metadata_from_header(header)
+    assert metadata["author"][0]["identifier"] == {"system": "urn:ietf:rfc:3986",
+                                                   "value": "urn:oid:1.2.250.1.71.4.2.1"}
+    assert cda.check_against_metadata(header, metadata) == []
+    other = {"author": [{"identifier": {"system": "urn:ietf:rfc:3986", "value": "urn:oid:1.2.3"}}]}
+    assert [i.expression for i in cda.check_against_metadata(header, other)] == [["DocumentReference.author"]]

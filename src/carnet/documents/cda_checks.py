@@ -225,7 +225,14 @@ def _identifiers(resource: Mapping[str, Any], reference: Mapping[str, Any] | Non
 
 
 def _ids(ids: tuple[InstanceId, ...]) -> set[tuple[str, str]]:
-    return {(i.root, i.extension) for i in ids if i.extension}
+    """(system without urn:oid:, value) of instance identifiers, as :func:`_identifiers` reads the
+    metadata's: root and extension, or a root alone in its FHIR form (``InstanceId.identifier``:
+    ``urn:ietf:rfc:3986``, ``urn:oid:root``), which is how :func:`_reference` derives it."""
+    out = set()
+    for i in ids:
+        ident = i.identifier()
+        out.add((i.root, i.extension) if i.extension else (_bare(ident["system"]), ident["value"]))
+    return out
 
 
 def _range(header_time: CdaTime) -> tuple[int, int]:
