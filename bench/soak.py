@@ -541,6 +541,16 @@ def summarise(phase: Phase, warmup: float) -> dict[str, Any]:
             w["server_cores"] = round((inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0]), 2)
             w["loadavg_1m"] = round(inside[-1][2], 2)
             w["generator_cores"] = round((inside[-1][3] - inside[0][3]) / (inside[-1][0] - inside[0][0]), 3)
+            # the server's CPU per request: flat while the latency drifts means the wait is outside it
+            w["server_cpu_ms_per_request"] = round(1000 * w["server_cores"] / phase.rate, 1)
+        w["by_operation"] = {
+            op: {
+                k: v
+                for k, v in window([x for x in phase.samples if x.op == op], m * 60, (m + 1) * 60).items()
+                if k in ("requests", "p50_ms", "p99_ms")
+            }
+            for op in MIX
+        }
         r = [s[1] for s in phase.rss if m * 60 <= s[0] < (m + 1) * 60]
         if r:
             w["rss_mib_end"] = round(r[-1] / 2**20, 1)
@@ -668,15 +678,16 @@ def print_table(out: dict[str, Any]) -> None:
     st, rss = s["p99_stability"], s["rss"]
     print(f"\nSoak ({out['db']}, {s['rate']:g} req/s for {s['seconds'] / 60:g} min, open loop)\n")
     print(
-        "| minute | requests | p50 ms | p99 ms | max ms | errors | server cores | generator cores "
-        "| load 1 min | RSS MiB |"
+        "| minute | requests | p50 ms | p99 ms | max ms | errors | server cores | server CPU ms/request "
+        "| generator cores | load 1 min | RSS MiB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for w in s["per_minute"]:
         print(
             f"| {w['minute']} | {w['requests']:,} | {w['p50_ms']:.1f} | {w['p99_ms']:.1f} "
             f"| {w['max_ms']:.1f} "
-            f"| {w['errors']} | {w.get('server_cores', '')} | {w.get('generator_cores', '')} "
+            f"| {w['errors']} | {w.get('server_cores', '')} | {w.get('server_cpu_ms_per_request', '')} "
+            f"| {w.get('generator_cores', '')} "
             f"| {w.get('loadavg_1m', '')} "
             f"| {w.get('rss_mib_end', '')} |"
         )
