@@ -40,3 +40,20 @@ def test_a_version_too_large_for_any_database_is_not_found(fhir: Fhir, version: 
     r = fhir.get(f"Patient/fz-pat/_history/{version}")
     assert r.status_code == 404, r.text
     outcome_of(r)
+
+
+@pytest.mark.parametrize(("path", "token", "status"), [
+    ("Patient/" + "x" * 300, None, 404),
+    ("Patient/" + "x" * 300, "Bearer x.y.z", 401),
+    ("Patient/fz%00pat", None, 400),
+    ("Patient%00/fz-prac/_history", None, 400),
+])
+def test_an_id_no_record_can_have_is_traced_and_answered(fhir: Fhir, path: str, token: str | None,
+                                                         status: int) -> None:
+    """The audit row of such a request named it as its patient: too long for the column (a 503 "could
+    not be traced" on PostgreSQL, or a plain-text 500 for a bad token); a NUL in the path reached
+    PostgreSQL, which refuses it in text (a 500): now a 400."""
+    headers = {"authorization": token} if token else {}
+    r = fhir.get(path, headers=headers)
+    assert r.status_code == status, r.text
+    outcome_of(r)

@@ -49,6 +49,10 @@ def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
         conn.exec_driver_sql(SQLITE_QUEUE, [(r["id"],) for r in rows])
 
 
+def _is_id(value: str) -> bool:
+    return 0 < len(value) <= 64 and "\x00" not in value
+
+
 class LedgerAudit:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -57,10 +61,13 @@ class LedgerAudit:
 
     def rows(self, principal: Principal, entry: AuditRecord) -> list[dict[str, Any]]:
         when = now_us()
-        agent = agent_of(principal)[:128]
-        return [{"id": event["id"], "recorded": when, "patient_id": patient, "agent": agent,
-                 "action": event["action"], "subtype": entry.interaction[:32], "outcome": entry.outcome,
-                 "content": canonical(event)}
+        # the columns hold what PostgreSQL can (no NUL, their lengths; the event in ``content`` keeps
+        # everything): a patient id that no FHIR id can be (a hostile path's) names no record
+        agent = agent_of(principal)[:128].replace("\x00", "")
+        return [{"id": event["id"], "recorded": when,
+                 "patient_id": patient if patient is None or _is_id(patient) else None, "agent": agent,
+                 "action": event["action"], "subtype": entry.interaction.replace("\x00", "")[:32],
+                 "outcome": entry.outcome, "content": canonical(event)}
                 for patient, event in build_events(principal, entry, when)]
 
     def _writable(self, conn: Connection) -> bool:

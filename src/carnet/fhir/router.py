@@ -280,7 +280,7 @@ class FhirRouter:
         patient = None
         if rtype == "Patient" and rid:
             patient = rid
-        elif rtype and rid:
+        elif rtype and rid and "\x00" not in rtype + rid:  # (PostgreSQL refuses NUL in text)
             with self.engine.connect() as conn:
                 patient = conn.execute(select(resources.c.patient_id).where(
                     resources.c.res_type == rtype, resources.c.res_id == rid)).scalar()
@@ -342,6 +342,9 @@ class FhirRouter:
         return op.handler(repo, req, rid)
 
     def dispatch(self, repo: Repository, req: FhirRequest) -> FhirResponse:
+        if "\x00" in req.path:  # no type, id or operation holds it, and PostgreSQL refuses it in text
+            raise Invalid(bilingual("le chemin contient le caractère NUL",
+                                    "the path holds the NUL character"))
         parts = [p for p in req.path.split("/") if p]
         m = req.method
         if not parts:
