@@ -150,9 +150,10 @@ def main() -> None:
     ap.add_argument("--reseed", action="store_true", help="add the seeds of seeds.py to the run's corpus")
     ap.add_argument("--update-corpus", action="store_true", help="replace the committed corpus by the merge")
     ap.add_argument("--name", help="results file name (default fuzz-TARGET)")
-    ap.add_argument("libfuzzer", nargs="*", help="more libFuzzer flags, after --")
-    args = ap.parse_args()
-    result = run(args.target, args.runs, args.seconds, args.reseed, args.update_corpus, args.libfuzzer)
+    args, libfuzzer = ap.parse_known_args()  # any other -flag=value is libFuzzer's (-seed=1, -jobs=...)
+    if any(not f.startswith("-") or f.startswith("--") for f in libfuzzer):
+        ap.error(f"unknown arguments: {' '.join(libfuzzer)}")
+    result = run(args.target, args.runs, args.seconds, args.reseed, args.update_corpus, libfuzzer)
     path = save(args.name or f"fuzz-{args.target}", result)
     log(f"{result['executions']:,} executions in {result['seconds']} s "
         f"({result['executions_per_second']:,} /s), {len(result['crashes'])} crash(es): {path}")
