@@ -760,11 +760,11 @@ def main() -> None:
                 run(cluster, args, out, s3)
             finally:
                 cluster.stop()
+        path = save(args.name, out)  # before the cleanup: emptying a large bucket takes minutes
+        log(f"saved {path}")
     finally:
         pg_drop(db_name)
         empty_bucket(s3, bucket)
-    path = save(args.name, out)
-    log(f"saved {path}")
 
 
 def run(cluster: Cluster, args: argparse.Namespace, out: dict[str, Any], s3: Any) -> None:
