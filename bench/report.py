@@ -138,8 +138,29 @@ def crash() -> list[str]:
     return out
 
 
+def soak() -> list[str]:
+    rows = [(db, d) for db in ("sqlite", "postgres")
+            if (d := _load(f"soak-{db}")) is not None and "soak" in d]
+    if not rows:
+        return []
+    out = ["### Load and soak (open-loop mix; targets: RSS growth < 10 %, no error, p99 stable)", "",
+           "| database | capacity req/s | rate req/s | minutes | requests | errors | p50 / p99 / max ms "
+           "| per-minute p99 max ÷ min | p99 trend %/min | RSS MiB (growth) | load 1 min | run |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for db, d in rows:
+        s, st, rss = d["soak"], d["soak"]["p99_stability"], d["soak"]["rss"]
+        loads = [m["loadavg_1m"] for m in s["per_minute"] if "loadavg_1m" in m]
+        cap = d.get("ramp", {}).get("capacity_per_s", "")
+        out.append(f"| {db} | {cap} | {s['rate']:g} | {s['seconds'] / 60:g} | {s['requests']:,} "
+                   f"| {s['errors']} | "
+                   f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} / {s['max_ms']:.1f} | {st['max_over_min']} | "
+                   f"{st['slope_pct_of_mean_per_minute']:+.2f} | {rss['at_mib']:.1f} → {rss['end_mib']:.1f} "
+                   f"({rss['growth_pct']:+.2f} %) | {min(loads):.1f}–{max(loads):.1f} | {_when(d)} |")
+    return out
+
+
 def main() -> None:
-    for part in (crud, bundle, search, identity, validation, crash):
+    for part in (crud, bundle, search, identity, validation, crash, soak):
         lines = part()
         if lines:
             print("\n".join(lines) + "\n")
