@@ -57,3 +57,10 @@ def test_an_id_no_record_can_have_is_traced_and_answered(fhir: Fhir, path: str, 
     r = fhir.get(path, headers=headers)
     assert r.status_code == status, r.text
     outcome_of(r)
+
+
+@pytest.mark.parametrize("query", ["_count=%C2%B2", "_offset=%C2%B2", "_offset=99999999999999999999"])
+def test_audit_event_paging_with_a_number_no_database_takes_is_a_400(fhir: Fhir, query: str) -> None:
+    r = fhir.get(f"AuditEvent?{query}")
+    assert r.status_code == 400, r.text
+    outcome_of(r)

@@ -79,6 +79,11 @@ def _date_condition(value: str) -> ColumnElement[bool]:
             "lt": c < low}[prefix]
 
 
+def _whole(value: str) -> bool:
+    """ASCII digits (str.isdigit takes "²", which int() refuses) of a number below 2^63 (the databases')."""
+    return value.isascii() and value.isdigit() and int(value) < 2**63
+
+
 def _query(repo: Repository, query: list[tuple[str, str]], max_count: int,
            default_count: int) -> tuple[list[ColumnElement[bool]], int, int, bool]:
     t = audit_events.c
@@ -107,12 +112,12 @@ def _query(repo: Repository, query: list[tuple[str, str]], max_count: int,
         elif base == "_id":
             where.append(t.id.in_([v.strip() for v in values]))
         elif name == "_count":
-            if not value.isdigit():
+            if not _whole(value):
                 raise Invalid(_t("_count doit être un entier", "_count must be a whole number"),
                               expression=["_count"])
             count = min(int(value), max_count)
         elif name == "_offset":
-            if not value.isdigit():
+            if not _whole(value):
                 raise Invalid(_t("_offset doit être un entier", "_offset must be a whole number"),
                               expression=["_offset"])
             offset = int(value)
