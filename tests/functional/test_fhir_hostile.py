@@ -64,3 +64,12 @@ def test_audit_event_paging_with_a_number_no_database_takes_is_a_400(fhir: Fhir,
     r = fhir.get(f"AuditEvent?{query}")
     assert r.status_code == 400, r.text
     outcome_of(r)
+
+
+@pytest.mark.parametrize("method", [{}, [], ["POST"], 1, None])
+def test_a_bundle_entry_whose_method_is_not_a_string_is_a_400(fhir: Fhir, method: object) -> None:
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient"}, "request": {"method": method, "url": "Patient"}}]}
+    r = fhir.post("", json=bundle)
+    assert r.status_code == 400, r.text
+    assert "request needs a method" in outcome_of(r)["issue"][0]["diagnostics"]

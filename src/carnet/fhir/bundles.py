@@ -60,7 +60,8 @@ def _check_entry(entry: Any, i: int) -> None:
     if not isinstance(entry, dict):
         raise Invalid(f"{where} must be an object", expression=[where])
     req = entry.get("request")
-    if not isinstance(req, dict) or req.get("method") not in ORDER or not isinstance(req.get("url"), str):
+    if (not isinstance(req, dict) or not isinstance(req.get("method"), str) or req["method"] not in ORDER
+            or not isinstance(req.get("url"), str)):
         raise Invalid(f"{where}.request needs a method (GET, HEAD, POST, PUT, PATCH, DELETE) and a url",
                       expression=[f"{where}.request"])
     if req["method"] in ("POST", "PUT") and not isinstance(entry.get("resource"), dict):
