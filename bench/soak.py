@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import contextlib
 
-from common import Server, carnet_server, log, machine, python, save, session_pids, workdir
+from common import REPO, Server, carnet_server, log, machine, python, save, session_pids, workdir
 from mhd import Pdf, pdfs, submission, when_text
 
 from carnet import demo_access, demo_documents, demo_people
@@ -109,6 +109,23 @@ def seed_demo(srv: Server, data: Path, patients: int) -> str:
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("demo data loaded")), r.stdout[:300])
     log(f"{line} ({time.monotonic() - t0:.0f} s)")
     return line
+
+
+def snapshot(work: Path) -> tuple[str, dict[str, str]]:
+    """The last commit's ``src`` (``git archive HEAD``) in the run's folder, first on the server's
+    ``PYTHONPATH``: the checkout is edited while the run lasts, and a server started on a half-edited
+    file answers 500s that no commit has (answers (commit, extra environment))."""
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", commit, "src"], capture_output=True, check=True
+    )
+    dest = work / "source"
+    dest.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    path = str(dest / "src") + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
+    return commit, {"PYTHONPATH": path}
 
 
 def token(srv: Server, data: Path, who: str) -> str:
@@ -739,6 +756,11 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--env", action="append", default=[], metavar="CARNET_X=VALUE")
     ap.add_argument("--keep", action="store_true", help="keep the data folder")
+    ap.add_argument(
+        "--working-tree",
+        action="store_true",
+        help="run the checkout's src as it is (default: a copy of the last commit's)",
+    )
     ap.add_argument("--name", default=None, help="results file name (default soak-<db>)")
     args = ap.parse_args()
     if args.rate is None and not args.ramp:
@@ -753,45 +775,50 @@ def main() -> None:
         "targets": {"rss_growth": TARGET_RSS_GROWTH, "errors": 0},
     }
     extra_env = dict(kv.split("=", 1) for kv in args.env)
-    with workdir(args.keep) as work, carnet_server(args.db, work, extra_env=extra_env) as srv:
-        data = work / "data"
-        out["seed"] = seed_demo(srv, data, args.patients)
-        world = prepare(srv, data, args.patient_tokens)
-        out["world"] = {
-            "patients_read": len(world.all_patients),
-            "patients_with_token": len(world.patients),
-            "documents_at_start": len(world.documents),
-        }
-        log(
-            f"{len(world.all_patients)} patients to read, {len(world.patients)} patient tokens, "
-            f"{len(world.documents)} documents"
-        )
-        srv.wait_idle(0.2, 120)
-        load = Load(srv, world, args)
-        rate = args.rate
-        if args.ramp:
-            log("capacity ramp")
-            out["ramp"] = asyncio.run(ramp(load, args))
-            save(name, out)
-            if rate is None:
-                rate = round(args.fraction * out["ramp"]["capacity_per_s"], 1)
-                if not rate:
-                    raise SystemExit(
-                        "the first ramp step is already saturated: give --rate or lower --ramp-rates"
-                    )
+    with workdir(args.keep) as work:
+        if not args.working_tree:
+            out["source"], env = snapshot(work)
+            extra_env.update(env)
+            log(f"server on a copy of commit {out['source']}'s src")
+        with carnet_server(args.db, work, extra_env=extra_env) as srv:
+            data = work / "data"
+            out["seed"] = seed_demo(srv, data, args.patients)
+            world = prepare(srv, data, args.patient_tokens)
+            out["world"] = {
+                "patients_read": len(world.all_patients),
+                "patients_with_token": len(world.patients),
+                "documents_at_start": len(world.documents),
+            }
+            log(
+                f"{len(world.all_patients)} patients to read, {len(world.patients)} patient tokens, "
+                f"{len(world.documents)} documents"
+            )
             srv.wait_idle(0.2, 120)
-        assert rate
-        log(f"soak: {rate:g} req/s for {args.minutes:g} min")
-        out["loadavg_before_soak"] = os.getloadavg()
-        phase = asyncio.run(load.run(Phase("soak", rate, args.minutes * 60)))
-        out["loadavg_after_soak"] = os.getloadavg()
-        out["soak"] = summarise(phase, min(args.warmup, phase.seconds / 2))
-        out["documents_at_end"] = len(world.documents)
-        lines = srv.log_path.read_text(errors="replace").splitlines() if srv.log_path.exists() else []
-        out["server_log"] = {
-            "lines": len(lines),
-            "errors": [ln[:300] for ln in lines if "Error" in ln or "Traceback" in ln][:50],
-        }
+            load = Load(srv, world, args)
+            rate = args.rate
+            if args.ramp:
+                log("capacity ramp")
+                out["ramp"] = asyncio.run(ramp(load, args))
+                save(name, out)
+                if rate is None:
+                    rate = round(args.fraction * out["ramp"]["capacity_per_s"], 1)
+                    if not rate:
+                        raise SystemExit(
+                            "the first ramp step is already saturated: give --rate or lower --ramp-rates"
+                        )
+                srv.wait_idle(0.2, 120)
+            assert rate
+            log(f"soak: {rate:g} req/s for {args.minutes:g} min")
+            out["loadavg_before_soak"] = os.getloadavg()
+            phase = asyncio.run(load.run(Phase("soak", rate, args.minutes * 60)))
+            out["loadavg_after_soak"] = os.getloadavg()
+            out["soak"] = summarise(phase, min(args.warmup, phase.seconds / 2))
+            out["documents_at_end"] = len(world.documents)
+            lines = srv.log_path.read_text(errors="replace").splitlines() if srv.log_path.exists() else []
+            out["server_log"] = {
+                "lines": len(lines),
+                "errors": [ln[:300] for ln in lines if "Error" in ln or "Traceback" in ln][:50],
+            }
     out["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     path = save(name, out)
     print_table(out)
