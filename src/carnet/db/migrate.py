@@ -23,13 +23,16 @@ def _config() -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     cfg = _config()
+    before = current_revision(engine)
     with engine.connect().execution_options(carnet_write=True) as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
         conn.commit()
     if engine.dialect.name == "sqlite":
         seed_sqlite_statistics(engine)
-    else:
+    elif current_revision(engine) != before:
+        # A new or changed schema; an unchanged one keeps its statistics (autovacuum refreshes
+        # them), so that starting a node does not sample every table of a large database.
         analyze(engine)
 
 
