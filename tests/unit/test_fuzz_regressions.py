@@ -147,3 +147,21 @@ def test_an_author_identified_by_a_root_alone_agrees_with_its_derived_metadata()
     assert cda.check_against_metadata(header, metadata) == []
     other = {"author": [{"identifier": {"system": "urn:ietf:rfc:3986", "value": "urn:oid:1.2.3"}}]}
     assert [i.expression for i in cda.check_against_metadata(header, other)] == [["DocumentReference.author"]]
+
+
+# -- an author id with a blank in it ----------------------------------------------------------------
+# The metadata's identifiers are compared without their blanks, the header's were not: an author id
+# written "8100 0000001" in the header contradicted the metadata derived from that very header.
+
+AUTHOR_ID_WITH_BLANK = FIXTURES / "fuzz" / "cda-crash-bc9171b150b8ec7ddd01c0ba9075d0a1960cdf0a"
+
+
+def test_an_author_id_with_a_blank_agrees_with_its_derived_metadata() -> None:
+    data = AUTHOR_ID_WITH_BLANK.read_bytes()  # the fuzzer's input: a bit flipped a digit into a blank
+    assert b'extension="8100 0000001"' in data
+    header = cda.read_header(data)
+    assert cda.check_against_metadata(header, cda.metadata_from_header(header)) == []
+    written = {"author": [{"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": "81000000001"}}]}
+    assert cda.check_against_metadata(header, written) == []
+    other = {"author": [{"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": "81000000002"}}]}
+    assert [i.expression for i in cda.check_against_metadata(header, other)] == [["DocumentReference.author"]]

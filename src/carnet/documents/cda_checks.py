@@ -227,11 +227,13 @@ def _identifiers(resource: Mapping[str, Any], reference: Mapping[str, Any] | Non
 def _ids(ids: tuple[InstanceId, ...]) -> set[tuple[str, str]]:
     """(system without urn:oid:, value) of instance identifiers, as :func:`_identifiers` reads the
     metadata's: root and extension, or a root alone in its FHIR form (``InstanceId.identifier``:
-    ``urn:ietf:rfc:3986``, ``urn:oid:root``), which is how :func:`_reference` derives it."""
+    ``urn:ietf:rfc:3986``, ``urn:oid:root``), which is how :func:`_reference` derives it. Blanks
+    in a value do not count, on either side ("8100 0000001" is 81000000001)."""
     out = set()
     for i in ids:
         ident = i.identifier()
-        out.add((i.root, i.extension) if i.extension else (_bare(ident["system"]), ident["value"]))
+        out.add((i.root, "".join(i.extension.split())) if i.extension
+                else (_bare(ident["system"]), "".join(ident["value"].split())))
     return out
 
 
