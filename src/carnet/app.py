@@ -23,7 +23,7 @@ from carnet.auth.accounts import AccountStore, load_notifier
 from carnet.auth.issuer import TokenIssuer
 from carnet.auth.server import CarnetAuthorizationServer
 from carnet.auth.sessions import SignInSessions
-from carnet.config import Settings
+from carnet.config import Mode, Settings
 from carnet.db.engine import make_engine
 from carnet.fhir.capability import capability_statement
 from carnet.fhir.router import status_of
@@ -137,7 +137,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.signin = signin.SignIn(
         settings, oauth_server,
         SignInSessions(engine, app.state.signing_key, settings.signin_session_ttl_seconds),
-        AccountStore(settings, engine), load_notifier(settings.notifier), router, methods)
+        AccountStore(settings, engine), load_notifier(settings.notifier, settings.mode == Mode.PRODUCTION),
+        router, methods)
     app.state.portal = Portal(settings, app.state)
     router.token_issuer = app.state.issuer  # type: ignore[attr-defined]  # emergency access tokens
     return app

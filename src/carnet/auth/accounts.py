@@ -74,15 +74,26 @@ class Notifier(Protocol):
 
 
 class LogNotifier:
-    """Development notifier: the code goes to the log (``carnet.notify``), nowhere else."""
+    """Development notifier: the code goes to the log (``carnet.notify``), nowhere else.
+
+    In production mode a secret never reaches a log: the code is not written, only that a code
+    could not be sent because no notifier is configured (``CARNET_NOTIFIER``)."""
+
+    def __init__(self, production: bool = False) -> None:
+        self.production = production
 
     def send_code(self, channel: str, username: str, code: str) -> None:
+        if self.production:
+            notify_log.error("a one-time sign-in code for %s (%s) was not sent: no notifier is configured "
+                             "(CARNET_NOTIFIER), and in production the code is never written to the log",
+                             username, channel)
+            return
         notify_log.warning("one-time sign-in code for %s (%s): %s", username, channel, code)
 
 
-def load_notifier(spec: str) -> Notifier:
+def load_notifier(spec: str, production: bool = False) -> Notifier:
     if spec in ("", "log"):
-        return LogNotifier()
+        return LogNotifier(production)
     module, _, cls = spec.partition(":")
     if not module or not cls:
         raise ValueError(f"CARNET_NOTIFIER must be log or <module>:<Class>, not {spec!r}")
