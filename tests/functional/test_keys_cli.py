@@ -191,3 +191,34 @@ def test_sweep_deletes_unreferenced_content_and_keeps_referenced_content(site: B
     assert not blob_path(site, orphan.key).exists() and not staging.exists()
     assert blob_path(site, kept.key).is_file()
     assert read_back(site, refs) == {"patient-a": b"published document"}
+
+
+def test_keys_init_makes_every_key_once_and_the_server_uses_them(site: Backend, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step before starting several nodes: every key made once in CARNET_KEYS_DIR, kept on a
+    second run, and the ones a server then signs and wraps with (none made anew)."""
+    keys = tmp_path / "shared-keys"
+    monkeypatch.setenv("CARNET_KEYS_DIR", str(keys))
+    first = ok(site, "keys", "init")
+    assert first.count(" made") == 3 and "kept" not in first
+    files = {p.name: p.read_bytes() for p in keys.iterdir()}
+    assert set(files) == {"master.key", "token-signing.jwk", "ledger-ed25519.pem"}
+    assert all((keys / name).stat().st_mode & 0o077 == 0 for name in files)  # readable by the owner only
+    second = ok(site, "keys", "init")
+    assert second.count(" kept") == 3 and " made" not in second
+    assert {p.name: p.read_bytes() for p in keys.iterdir()} == files
+    master_id = read_key_file(keys / "master.key").id
+    assert f"master key id         {master_id}" in second
+    # a server on this folder publishes the printed verifier key and wraps with the master key
+    from starlette.testclient import TestClient
+
+    from carnet.app import create_app
+    from carnet.config import Settings
+
+    with TestClient(create_app(Settings())) as client:
+        verifier = client.get("/ledger/key").text.strip()
+        assert f"ledger verifier key   {verifier}" in second
+    store = open_document_store(Settings(), site.engine)
+    store.for_patient(f"pk-{uuid.uuid4().hex[:8]}").put([b"%PDF-1.4 shared keys"])
+    assert {p.name: p.read_bytes() for p in keys.iterdir()} == files  # nothing made anew
+    assert "current master key    " + master_id in ok(site, "keys", "status")

@@ -53,6 +53,39 @@ def keys_group() -> None:
     """Master keys: they wrap each patient's data key (never printed, named by their id)."""
 
 
+@keys_group.command("init")
+@data_option
+def init(data: Path | None) -> None:
+    """Make every key once, before the first start: the master key, the access tokens' signing key
+    and the log's signing key, in the keys folder (CARNET_KEYS_DIR). Keys already there are kept.
+    Give every node a copy of the folder: a node started on an empty folder makes its own."""
+    from carnet.auth.issuer import KEY_FILE as TOKEN_KEY_FILE
+    from carnet.auth.issuer import SigningKeys
+    from carnet.cli.main import _settings
+    from carnet.crypto.keyfiles import CURRENT, load_keyring
+    from carnet.ledger.keys import KEY_FILE as LEDGER_KEY_FILE
+    from carnet.ledger.keys import load_signer
+
+    settings = _settings(data)
+    folder = settings.keys_path
+    ledger = settings.ledger_key_file or folder / LEDGER_KEY_FILE
+    wanted = {"master key": folder / CURRENT, "token-signing key": folder / TOKEN_KEY_FILE,
+              "ledger key": ledger}
+    present = {name for name, path in wanted.items() if path.exists()}
+    try:
+        master_id = load_keyring(folder).current_id
+        SigningKeys(folder)
+        signer = load_signer(settings)
+    except CarnetError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"keys folder           {folder}")
+    for name, path in wanted.items():
+        click.echo(f"  {name:<19} {path.name}  {'kept' if name in present else 'made'}")
+    click.echo(f"master key id         {master_id}")
+    click.echo(f"ledger verifier key   {signer.verifier_key()}")
+    click.echo("copy this folder to every node (mode 0700, files 0600), and keep a copy apart from the data")
+
+
 @keys_group.command("rotate")
 @data_option
 def rotate(data: Path | None) -> None:
