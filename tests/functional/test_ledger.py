@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -30,7 +31,7 @@ from carnet.ledger.merkle import MemoryNodes, leaf_hash, root, verify_consistenc
 from carnet.ledger.note import NoteSigner, NoteVerifier, format_checkpoint, parse_checkpoint
 from carnet.ledger.sequencer import Sequencer
 from carnet.ledger.verify import verify_database
-from tests.conftest import Backend, LiveServer, _free_port
+from tests.conftest import BACKENDS, Backend, LiveServer, _free_port
 
 DOCTOR = Principal(Kind.PRACTITIONER, "10101010101", frozenset({"user/*.rs"}), fhir_user="Practitioner/p1",
                    profession="10")
@@ -58,11 +59,19 @@ def log(backend: Backend) -> tuple[Backend, Sequencer, NoteVerifier]:
     return backend, sequencer, NoteVerifier.from_key(signer.verifier_key())
 
 
-def test_small_batches_taken_in_turn_by_two_sequencers_make_one_log(backend: Backend) -> None:
+@pytest.fixture(params=BACKENDS)
+def unshared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """A database of the test's own: no test server's sequencer takes rows from under it."""
+    b = Backend(request.param, tmp_path)
+    yield b
+    b.close()
+
+
+def test_small_batches_taken_in_turn_by_two_sequencers_make_one_log(unshared: Backend) -> None:
     """Runs of 7 rows, alternately by two sequencers (two processes' worth: each finds the tree
     moved by the other and rebuilds its edge): leaves in seq order without gaps, the hash of each
     the one computed here from the row's bytes, the signed root the one of those leaves."""
-    backend.clean()
+    backend = unshared
     signer = load_signer(backend.settings)
     pair = [Sequencer(backend.engine, signer, origin_of(backend.settings), batch=7) for _ in range(2)]
     add_events(backend, 40)
@@ -287,8 +296,8 @@ def _wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise AssertionError("the server did not start")
 
 
-def test_two_server_processes_writing_at_once_keep_one_gapless_log(backend: Backend, tmp_path: Path) -> None:
-    backend.clean()
+def test_two_server_processes_writing_at_once_keep_one_gapless_log(unshared: Backend, tmp_path: Path) -> None:
+    backend = unshared  # no test server of the session sequences the same log meanwhile
     ports = [_free_port(), _free_port()]
     procs = [_serve(backend, port, tmp_path) for port in ports]
     try:
