@@ -404,8 +404,8 @@ def machine() -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def workdir(keep: bool = False) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="carnet-bench-"))
+def workdir(keep: bool = False, prefix: str = "carnet-bench-") -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         yield path
     finally:

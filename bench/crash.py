@@ -45,7 +45,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,7 @@ from common import (
     python,
     save,
     session_pids,
+    workdir,
 )
 from mhd import PDF_FORMAT, RFC3986, TYPES, Pdf, patient_body, submission, when_text
 
@@ -754,21 +755,6 @@ def run_crashes(db: str, work: Path, kills: int, *, progress: Callable[[CrashRun
     return out
 
 
-@contextlib.contextmanager
-def _folder(keep: bool) -> Iterator[Path]:
-    import shutil
-    import tempfile
-
-    path = Path(tempfile.mkdtemp(prefix="carnet-crash-"))
-    try:
-        yield path
-    finally:
-        if keep:
-            log(f"kept {path}")
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def snapshot() -> None:
     """Re-run this command on a copy of the last commit's src (``git archive HEAD``), first on the
     path: a run restarts the server hundreds of times, and the checkout may be edited meanwhile."""
@@ -825,7 +811,7 @@ def main() -> None:
         if run.counts.kills % 10 == 0:
             save(name, {**out, "partial": True, **run.results()})
 
-    with _folder(args.keep) as work:
+    with workdir(args.keep, prefix="carnet-crash-") as work:
         res = run_crashes(args.db, work, args.kills, progress=progress, workers=args.workers,
                           publishers=args.publishers, patients_n=args.patients, min_delay=args.min_delay,
                           max_delay=args.max_delay, early=args.early, preload=args.preload,
