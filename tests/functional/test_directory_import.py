@@ -9,7 +9,12 @@ from urllib.parse import quote
 from carnet.directory import fhir as d
 from carnet.directory import services
 from tests.conftest import FIXTURES, Fhir
-from tests.functional.test_cli import run
+from tests.support.cli import Ran, run_carnet
+
+
+def run(*args: str, data: Path) -> Ran:
+    return run_carnet(*args, "--data", str(data), env={})
+
 
 SAMPLE = FIXTURES / "directory" / "annuaire-extrait.txt"
 EXPECTED = {"Organization": 4, "Practitioner": 6, "PractitionerRole": 7}

@@ -20,7 +20,12 @@ from carnet.identity.fhir import birthplace_extension, build_patient
 from carnet.identity.matching import MATCH_GRADE_EXTENSION
 from carnet.identity.status import Traits
 from tests.conftest import Fhir, LiveServer
-from tests.functional.test_cli import run
+from tests.support.cli import Ran, run_carnet
+
+
+def run(*args: str, data: Path) -> Ran:
+    return run_carnet(*args, "--data", str(data), env={})
+
 
 DEMO = f"urn:oid:{nir.OID_INS_NIR_DEMO}"
 

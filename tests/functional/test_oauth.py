@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +28,7 @@ from tests.functional.oauth_helpers import (
     rsa_key,
     verify_jwt,
 )
+from tests.support.cli import Ran, run_carnet
 
 
 @pytest.fixture
@@ -294,12 +292,10 @@ def test_the_fhir_api_refuses_misused_tokens(fhir: Fhir, http: httpx.Client, bas
 
 def test_client_commands(fhir: Fhir, http: httpx.Client, base: str, tmp_path: Path) -> None:
     """``carnet client add / list / remove``, as the operator runs them, then the client at work."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARNET_")}
-    env.update(CARNET_DATABASE_URL=fhir.backend.url, CARNET_DATA_DIR=str(fhir.backend.tmp))
+    env = {"CARNET_DATABASE_URL": fhir.backend.url, "CARNET_DATA_DIR": str(fhir.backend.tmp)}
 
-    def carnet(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "carnet.cli.main", *args], capture_output=True, text=True,
-                              env=env, timeout=120, check=False)
+    def carnet(*args: str) -> Ran:
+        return run_carnet(*args, env=env)
 
     key = ec_key()
     jwks_file = tmp_path / "lab.jwks.json"
@@ -340,13 +336,11 @@ def test_token_command_for_a_professional_and_a_patient(fhir: Fhir, http: httpx.
 
     national_id, practitioner_id = add_practitioner(fhir)
     matricule, pid = add_patient(fhir)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARNET_")}
-    env.update(CARNET_DATABASE_URL=fhir.backend.url, CARNET_DATA_DIR=str(fhir.backend.tmp),
-               CARNET_PORT=str(fhir.live.port))
+    env = {"CARNET_DATABASE_URL": fhir.backend.url, "CARNET_DATA_DIR": str(fhir.backend.tmp),
+           "CARNET_PORT": str(fhir.live.port)}
 
     def token(who: str) -> str:
-        r = subprocess.run([sys.executable, "-m", "carnet.cli.main", "token", "--as", who, "--ttl", "120"],
-                           capture_output=True, text=True, env=env, timeout=120, check=False)
+        r = run_carnet("token", "--as", who, "--ttl", "120", env=env)
         assert r.returncode == 0, r.stderr
         return r.stdout.strip()
 
@@ -360,6 +354,5 @@ def test_token_command_for_a_professional_and_a_patient(fhir: Fhir, http: httpx.
     assert claims["fhirUser"] == f"Patient/{pid}" and claims["scope"] == "patient/*.cruds"
     r = http.get(f"{base}/fhir/Patient/{pid}", headers={"Authorization": f"Bearer {patient_token}"})
     assert r.status_code == 200
-    unknown = subprocess.run([sys.executable, "-m", "carnet.cli.main", "token", "--as", "patient:180037505600012"],
-                             capture_output=True, text=True, env=env, timeout=120, check=False)
+    unknown = run_carnet("token", "--as", "patient:180037505600012", env=env)
     assert unknown.returncode != 0 and "180037505600012" in unknown.stderr

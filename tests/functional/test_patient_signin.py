@@ -178,16 +178,12 @@ def test_a_code_sent_through_the_notifier(fhir: Fhir, browser: Browser, caplog: 
 
 def test_account_command(fhir: Fhir, tmp_path: object) -> None:
     """``carnet account add-patient`` against the test database, as an operator runs it."""
-    import os
-    import subprocess
-    import sys
+    from tests.support.cli import run_carnet
 
     matricule, pid = add_patient(fhir)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARNET_")}
-    env.update(CARNET_DATABASE_URL=fhir.backend.url, CARNET_DATA_DIR=str(fhir.backend.tmp))
-    r = subprocess.run([sys.executable, "-m", "carnet.cli.main", "account", "add-patient", "--matricule", matricule,
-                        "--username", "Lucie"], input=PASSWORD + "\n", capture_output=True, text=True, env=env,
-                       timeout=120, check=False)
+    env = {"CARNET_DATABASE_URL": fhir.backend.url, "CARNET_DATA_DIR": str(fhir.backend.tmp)}
+    r = run_carnet("account", "add-patient", "--matricule", matricule, "--username", "Lucie",
+                   input=PASSWORD + "\n", env=env)
     assert r.returncode == 0, r.stderr
     assert f"Patient/{pid}" in r.stdout and "otpauth://totp/" in r.stdout
     assert PASSWORD not in r.stdout + r.stderr
@@ -200,9 +196,8 @@ def test_account_command(fhir: Fhir, tmp_path: object) -> None:
         "patient": pid, "subtype": "admin:account-add"}).json().get("entry", [])]
     assert len(traced) == 1 and traced[0]["agent"][0]["who"]["identifier"]["value"].startswith("cli:")
     assert secret.group(1) not in json.dumps(traced) and PASSWORD not in json.dumps(traced)
-    r = subprocess.run([sys.executable, "-m", "carnet.cli.main", "account", "add-patient", "--matricule",
-                        "180037505600012", "--username", "x", "--password", PASSWORD], capture_output=True, text=True,
-                       env=env, timeout=120, check=False)
+    r = run_carnet("account", "add-patient", "--matricule", "180037505600012", "--username", "x",
+                   "--password", PASSWORD, env=env)
     assert r.returncode != 0 and "180037505600012" in r.stderr
 
 
