@@ -67,7 +67,9 @@ class Backend:
             if self.name == "postgresql":
                 # the server's sequencer takes its lock first: holding it, TRUNCATE cannot deadlock with it
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
-                conn.execute(text("TRUNCATE " + ", ".join(names)))
+                # DELETE, not TRUNCATE: a test leaves a few rows, and TRUNCATE's new files for 28
+                # tables cost ~300 ms per test where these deletes, sent as one string, cost ~6 ms
+                conn.execute(text("; ".join(f"DELETE FROM {name}" for name in names)))
             else:
                 for name in names:
                     conn.execute(text(f"DELETE FROM {name}"))
