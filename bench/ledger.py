@@ -1007,6 +1007,14 @@ VERIFY_BUCKETS = [
 ]
 
 
+def process_and_children_cpu() -> float:
+    """CPU seconds of this process and of its children that have ended (the verifier's workers)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def verify_parts(engine: Engine, limit: int) -> dict[str, Any]:
     """The verifier's parts alone over the first ``limit`` leaves: the streamed join through
     SQLAlchemy (iteration only), the same SQL through the driver, and hashing + appending in memory."""
@@ -1104,12 +1112,12 @@ def cmd_verify(args: argparse.Namespace) -> None:
     engine = store.engine()
     for rep in range(args.repeat):
         raw = KEEP_ROOT / "ledger-bench-profiles" / f"{name}-{rep}.txt" if args.profile and rep == 0 else None
-        load0, busy0, cpu0 = loadavg(), machine_busy_seconds(), time.process_time()
+        load0, busy0, cpu0 = loadavg(), machine_busy_seconds(), process_and_children_cpu()
         with self_profile(raw):
             t = time.perf_counter()
-            report = verify_database(engine, verifier, ORIGIN)
+            report = verify_database(engine, verifier, ORIGIN, workers=args.workers)
             took = time.perf_counter() - t
-        cpu, busy = time.process_time() - cpu0, machine_busy_seconds() - busy0
+        cpu, busy = process_and_children_cpu() - cpu0, machine_busy_seconds() - busy0
         run: dict[str, Any] = {
             "leaves": report.leaves,
             "checkpoints": report.checkpoints,
@@ -1117,7 +1125,8 @@ def cmd_verify(args: argparse.Namespace) -> None:
             "problems": [str(p) for p in report.problems[:5]],
             "seconds": round(took, 3),
             "leaves_per_s": round(report.leaves / took),
-            "process_cores": round(cpu / took, 2),
+            "process_cores": round(cpu / took, 2),  # the verifier and its worker processes
+            "workers": args.workers or os.cpu_count(),
             "machine_busy_cores": round(busy / took, 2),
             "loadavg_before": load0,
             "loadavg_after": loadavg(),
@@ -1431,6 +1440,7 @@ def main() -> None:
     p.add_argument("--leaves", type=int, default=1_000_000)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--parts-leaves", type=int, default=1_000_000)
+    p.add_argument("--workers", type=int, default=None, help="verifier processes (default: one per core)")
     p.add_argument("--profile", action="store_true", help="py-spy over the first timed run")
     p.add_argument("--name", default=None)
     p.set_defaults(func=cmd_verify)

@@ -104,8 +104,12 @@ AT = "(SELECT seq FROM ledger_nodes WHERE height = 0 AND idx = {})"  # the audit
 
 
 def first_problem(backend: Backend, verifier: NoteVerifier) -> tuple[int | None, str]:
+    """The first problem found, the same whether the 64 leaves are walked as one range or as
+    eight ranges of eight (the way worker processes take a large log)."""
     report = verify_database(backend.engine, verifier)
     assert not report.ok, "the tampering went unnoticed"
+    ranged = verify_database(backend.engine, verifier, workers=1, chunk=8)
+    assert ranged.problems[:1] == report.problems[:1] and ranged.leaves == report.leaves
     return report.problems[0].index, report.problems[0].what
 
 
@@ -114,6 +118,9 @@ def test_an_untouched_log_verifies_with_gapless_indices(log: tuple[Backend, Sequ
     report = verify_database(backend.engine, verifier)
     assert report.ok, report.problems
     assert report.leaves == 64 and report.unsigned == 0
+    for chunk in (1, 4, 32, 64):  # ranges of leaves, each ending inside or at a checkpoint
+        ranged = verify_database(backend.engine, verifier, workers=1, chunk=chunk)
+        assert ranged.ok and ranged.leaves == 64 and ranged.checkpoints == report.checkpoints, ranged.problems
     with backend.engine.connect() as conn:
         indices = [r[0] for r in conn.execute(text("SELECT idx FROM ledger_nodes WHERE height = 0 ORDER BY idx"))]
         sizes = [r[0] for r in conn.execute(text("SELECT size FROM ledger_checkpoints ORDER BY size"))]
@@ -129,6 +136,18 @@ def test_an_edited_row_is_named(log: tuple[Backend, Sequencer, NoteVerifier]) ->
         c=b'{"resourceType":"AuditEvent","action":"R"}')
     index, what = first_problem(backend, verifier)
     assert index == 41 and "edited" in what
+
+
+def test_worker_processes_check_ranges_of_the_log(log: tuple[Backend, Sequencer, NoteVerifier]) -> None:
+    """Two worker processes, ranges of eight leaves: the log verifies, and an edited row deep in
+    it is named as the single walk names it."""
+    backend, _, verifier = log
+    report = verify_database(backend.engine, verifier, workers=2, chunk=8)
+    assert report.ok and report.leaves == 64, report.problems
+    sql(backend, f"UPDATE audit_events SET content = :c WHERE seq = {AT.format(45)}", c=b'{"edited":true}')
+    report = verify_database(backend.engine, verifier, workers=2, chunk=8)
+    assert [(p.index, "edited" in p.what) for p in report.problems] == [(45, True)]
+    assert report.leaves == 45
 
 
 def test_a_deleted_row_is_named(log: tuple[Backend, Sequencer, NoteVerifier]) -> None:

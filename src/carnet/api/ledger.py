@@ -25,7 +25,15 @@ from carnet.auth.principal import Kind
 from carnet.errors import CarnetError, Forbidden, Invalid, NotFound
 from carnet.fhir.router import status_of
 from carnet.ledger.merkle import consistency_proof, inclusion_proof
-from carnet.ledger.store import DbNodes, checkpoints, index_of_hash, latest_checkpoint, leaves, tree_size
+from carnet.ledger.store import (
+    DbNodes,
+    checkpoints,
+    index_of_hash,
+    is_signed_size,
+    latest_checkpoint,
+    leaves,
+    tree_size,
+)
 
 MAX_ENTRIES = 1000  # per call of /ledger/entries
 MAX_WHOLE = 2**63 - 1  # the largest size, index or count a query takes (BIGINT)
@@ -67,8 +75,7 @@ def _checkpoints(request: Request) -> Response:
 
 
 def _size_for(conn: Any, size: int) -> None:
-    current = latest_checkpoint(conn)
-    if current is None or size > current.size or size < 1:
+    if not is_signed_size(conn, size):
         raise NotFound(f"no checkpoint covers size {size} / "
                        f"aucun point de contrôle ne couvre la taille {size}")
 

@@ -47,7 +47,10 @@ def _report(report: Any, label: str) -> None:
 @click.option("--key", default=None, help="verifier key (text or a file); default: the local ledger key")
 @click.option("--token", default=None, envvar="CARNET_TOKEN",
               help="bearer token of an operator or auditor, to read the entries of a server (--url)")
-def verify(data: Path | None, url: str | None, key: str | None, token: str | None) -> None:
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="processes that hash the leaves of a database (default: one per core)")
+def verify(data: Path | None, url: str | None, key: str | None, token: str | None,
+           workers: int | None) -> None:
     """Recompute the log's tree from its leaves and check every signed checkpoint against it."""
     from carnet.cli.main import _settings
     from carnet.ledger.keys import load_signer, origin_of
@@ -77,7 +80,8 @@ def verify(data: Path | None, url: str | None, key: str | None, token: str | Non
         verifier = NoteVerifier.from_key(load_signer(settings).verifier_key())
     engine = make_engine(settings)
     try:
-        report = verify_database(engine, verifier, origin_of(settings) if key is None else None)
+        report = verify_database(engine, verifier, origin_of(settings) if key is None else None,
+                                 workers=workers)
     finally:
         engine.dispose()
     _report(report, str(settings.data_dir))

@@ -353,6 +353,10 @@ class Appender:
         finally:
             self._size = size
 
+    def edge(self) -> list[bytes]:
+        """The roots of the complete subtrees the leaves so far make, tallest first (a compact range)."""
+        return list(self._stack)
+
     def root(self) -> bytes:
         """The root hash of the tree of the leaves appended so far."""
         stack = self._stack

@@ -75,9 +75,31 @@ def _wanted_nodes(count: int) -> TextClause:
 
 
 def forget_cached_nodes() -> None:
-    """Empty the node cache (a test that rewrites the tables under a running process)."""
+    """Empty the node cache and the signed sizes known (a test that rewrites the tables under a
+    running process)."""
     with _cache_lock:
         _cache.clear()
+        _signed_sizes.clear()
+
+
+_signed_sizes: dict[str, int] = {}  # database -> the largest checkpoint size seen signed
+
+
+def is_signed_size(conn: Connection, size: int) -> bool:
+    """Whether a checkpoint covers ``size`` leaves (0 < size <= the latest checkpoint's size).
+    Checkpoints only grow, so the latest size seen is remembered and the database is asked
+    again only for a larger one (a proof request costs one statement, not two)."""
+    if size < 1:
+        return False
+    key = _cache_key(conn)
+    if size <= _signed_sizes.get(key, 0):
+        return True
+    latest = latest_checkpoint(conn)
+    if latest is None:
+        return False
+    with _cache_lock:
+        _signed_sizes[key] = max(_signed_sizes.get(key, 0), latest.size)
+    return size <= latest.size
 
 
 def tree_size(conn: Connection) -> int:

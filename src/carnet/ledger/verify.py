@@ -20,10 +20,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import Engine, func, select
 
@@ -33,6 +34,7 @@ from carnet.ledger.merkle import (
     Appender,
     consistency_proof,
     leaf_hash,
+    node_hash,
     verify_consistency,
     verify_inclusion,
 )
@@ -41,7 +43,7 @@ from carnet.ledger.store import DbNodes
 
 FETCH = 20000
 LEAVES_SQL = ("SELECT n.idx, a.content, n.hash FROM ledger_nodes n LEFT OUTER JOIN audit_events a "
-              "ON a.seq = n.seq WHERE n.height = 0 ORDER BY n.idx")
+              "ON a.seq = n.seq WHERE n.height = 0 AND n.idx >= {p} AND n.idx < {p} ORDER BY n.idx")
 
 
 @dataclass
@@ -100,81 +102,165 @@ def check_checkpoints(notes: Iterable[tuple[int, bytes | None, str]], verifier: 
     return good
 
 
-def check_leaves(chunks: Iterable[Sequence[tuple[int, bytes | None, bytes | None]]],
-                 signed: list[SignedSize], report: Report, *,
-                 locate: Callable[[bytes], int | None] | None = None) -> Appender:
-    """Walk the leaves in index order, a chunk at a time: (index, leaf bytes or None where the
-    audit row is gone, hash recorded for the index or None when the source records none). The
-    chunk's leaf hashes are checked, then fed to the tree in one go up to each checkpoint's size
-    (the inner loop is what makes ``carnet verify`` fast on millions of leaves)."""
+CHUNK = 1 << 16  # leaves per worker's range: a power of two, so each full range is one complete subtree
+_PREFIX = hashlib.sha256(b"\x00")  # leaf hashes: copies of this (cheaper than a new object each)
+Row: TypeAlias = tuple[int, bytes | None, bytes | None]
+"""(index, leaf bytes or None where the audit row is gone, hash recorded for the index or None when
+the source records none)."""
+
+
+@dataclass
+class Scan:
+    """What one range of leaves holds, for :func:`merge_scans` to check against the checkpoints."""
+
+    start: int
+    count: int = 0  # good leaves from ``start``
+    problem: Problem | None = None  # the first bad leaf, which ends the range
+    # checkpoint size -> the right edge of [start, size): the complete subtrees, tallest first
+    edges: dict[int, list[bytes]] = field(default_factory=dict)
+    root: bytes | None = None  # the range's tree when it holds CHUNK good leaves
+
+
+def _first_bad(rows: Sequence[Row], expected: int, locate: Callable[[bytes], int | None] | None
+               ) -> tuple[int, Problem | None]:
+    """The slow walk of a batch that failed the fast checks: how many rows are good, and the problem."""
+    for good, (index, data, recorded) in enumerate(rows):
+        if index != expected + good or data is None:
+            if index < expected + good:
+                what = "a second audit row holds this index (an inserted row)"
+            elif index > expected + good:
+                what = f"no audit row holds this index (deleted: the next row is index {index})"
+                index = expected + good
+            else:
+                what = "the audit row of this leaf is gone (a deleted row)"
+            return good, Problem(index, what)
+        h = _PREFIX.copy()
+        h.update(data)
+        digest = h.digest()
+        if recorded is not None and digest != recorded:
+            other = locate(digest) if locate is not None else None
+            if other is not None and other != index:
+                what = (f"the row holds the entry sequenced at index {other} (rows reordered, or deleted "
+                        "and renumbered)")
+            else:
+                what = ("the row is not what was sequenced at this index (an edited row, or a row "
+                        "inserted here)")
+            return good, Problem(index, what)
+    return len(rows), None
+
+
+def scan_leaves(batches: Iterable[Sequence[Row]], start: int, sizes: Sequence[int], *,
+                locate: Callable[[bytes], int | None] | None = None, chunk: int = CHUNK) -> Scan:
+    """Hash the leaves of a range from ``start`` in index order, a batch at a time, and check each
+    against the hash recorded for its index; keep the tree's right edge at each checkpoint size of
+    ``sizes`` (ascending) that falls in the range. A batch is checked as a whole first (its indices
+    run on, every leaf hash equals its record: two list comparisons); only a failing batch is
+    walked row by row to name its first bad leaf."""
+    scan = Scan(start)
     tree = Appender()
+    targets = iter([s for s in sizes if s > start])
+    target = next(targets, None)
+    for rows in batches:
+        n = len(rows)
+        if not n:
+            continue
+        expected = start + tree.size
+        digests: list[bytes] | None = None
+        if rows[0][0] == expected and [r[0] for r in rows] == list(range(expected, expected + n)):
+            copy = _PREFIX.copy
+            digests = []
+            append = digests.append
+            try:
+                for r in rows:
+                    h = copy()
+                    h.update(r[1])  # type: ignore[arg-type]
+                    append(h.digest())
+            except TypeError:  # a leaf without bytes: its row is gone
+                digests = None
+            if digests is not None and rows[0][2] is not None and digests != [r[2] for r in rows]:
+                digests = None
+        if digests is None:
+            good, scan.problem = _first_bad(rows, expected, locate)
+            digests = [leaf_hash(r[1]) for r in rows[:good]]  # type: ignore[arg-type]
+        pos = 0
+        while target is not None and target - start - tree.size <= len(digests) - pos:
+            take = target - start - tree.size
+            tree.extend(digests[pos:pos + take])
+            pos += take
+            scan.edges[target] = tree.edge()
+            target = next(targets, None)
+        tree.extend(digests[pos:])
+        if scan.problem is not None:
+            break
+    scan.count = tree.size
+    if scan.problem is None and tree.size == chunk:
+        scan.root = tree.root()
+    return scan
+
+
+def _fold(edge: Sequence[bytes]) -> bytes:
+    """The root of the tree whose right edge (complete subtrees, tallest first) this is."""
+    if not edge:
+        return EMPTY_ROOT
+    h = edge[-1]
+    for left in reversed(edge[:-1]):
+        h = node_hash(left, h)
+    return h
+
+
+def merge_scans(scans: Iterable[Scan], signed: list[SignedSize], report: Report, chunk: int = CHUNK) -> None:
+    """Check consecutive ranges' scans against the signed checkpoints, in index order: the root
+    at each checkpoint size is the edge of the full ranges before it followed by the edge inside
+    its own range (every range but the last is a complete, aligned subtree)."""
     targets = iter(signed)
     target = next(targets, None)
     while target is not None and target.size == 0:  # the empty tree's root is fixed
         if target.root != EMPTY_ROOT:
             report.problems.append(Problem(0, "the signed checkpoint of size 0 is not the empty tree"))
-            return tree
+            return
         target = next(targets, None)
+    before: list[tuple[int, bytes]] = []  # (height, hash) of the full ranges' subtrees, tallest first
     covered = 0  # leaves under the last checkpoint matched
-    prefix = hashlib.sha256(b"\x00")
-    failed = False
-    for chunk in chunks:
-        digests: list[bytes] = []
-        expected = tree.size
-        for index, data, recorded in chunk:
-            if index != expected or data is None:
-                if index < expected:
-                    what = "a second audit row holds this index (an inserted row)"
-                elif index > expected:
-                    what = f"no audit row holds this index (deleted: the next row is index {index})"
-                    index = expected
-                else:
-                    what = "the audit row of this leaf is gone (a deleted row)"
-                report.problems.append(Problem(index, what))
-                failed = True
-                break
-            h = prefix.copy()
-            h.update(data)
-            digest = h.digest()
-            if recorded is not None and digest != recorded:
-                other = locate(digest) if locate is not None else None
-                if other is not None and other != index:
-                    what = (f"the row holds the entry sequenced at index {other} (rows reordered, or deleted "
-                            "and renumbered)")
-                else:
-                    what = ("the row is not what was sequenced at this index (an edited row, or a row "
-                            "inserted here)")
-                report.problems.append(Problem(index, what))
-                failed = True
-                break
-            digests.append(digest)
-            expected += 1
-        pos = 0  # the good leaves of the chunk go into the tree, checkpoint by checkpoint
-        while pos < len(digests):
-            if target is not None and target.size - tree.size <= len(digests) - pos:
-                take = target.size - tree.size
-                tree.extend(digests[pos:pos + take])
-                pos += take
-                if tree.root() != target.root:  # rows and their recorded hashes both rewritten
-                    report.problems.append(Problem(
-                        covered, f"an entry from index {covered} to {tree.size - 1} was changed: the tree "
-                                 f"does not match the signed checkpoint of size {target.size}"))
-                    report.leaves = tree.size
-                    return tree
-                covered = target.size
-                target = next(targets, None)
-            else:
-                tree.extend(digests[pos:])
-                pos = len(digests)
-        if failed:
+    size = 0
+    height = chunk.bit_length() - 1
+    for scan in scans:
+        if scan.start != size:
+            raise AssertionError(f"ranges out of order: {scan.start} after {size}")
+        while target is not None and target.size <= scan.start + scan.count:
+            if _fold([h for _, h in before] + scan.edges[target.size]) != target.root:
+                # rows and their recorded hashes both rewritten
+                report.problems.append(Problem(
+                    covered, f"an entry from index {covered} to {target.size - 1} was changed: the tree "
+                             f"does not match the signed checkpoint of size {target.size}"))
+                report.leaves = target.size
+                return
+            covered = target.size
+            target = next(targets, None)
+        size = scan.start + scan.count
+        if scan.problem is not None:
+            report.problems.append(scan.problem)
+            report.leaves = size
+            return
+        if scan.root is None:  # the last range: the log ends here
             break
-    report.leaves = tree.size
-    if not failed and target is not None:
-        report.problems.append(Problem(tree.size, f"the signed checkpoint of size {target.size} covers "
-                                                  f"leaves the log does not hold (it ends at {tree.size})"))
+        node = (height, scan.root)
+        while before and before[-1][0] == node[0]:  # like a binary counter: equal heights merge
+            node = (node[0] + 1, node_hash(before.pop()[1], node[1]))
+        before.append(node)
+    report.leaves = size
+    if target is not None:
+        report.problems.append(Problem(size, f"the signed checkpoint of size {target.size} covers "
+                                             f"leaves the log does not hold (it ends at {size})"))
     last = signed[-1].size if signed else 0
-    report.unsigned = max(tree.size - last, 0)
-    return tree
+    report.unsigned = max(size - last, 0)
+
+
+def check_leaves(batches: Iterable[Sequence[Row]], signed: list[SignedSize], report: Report, *,
+                 locate: Callable[[bytes], int | None] | None = None) -> None:
+    """Walk all the leaves in one range (a server's entries, a small log) and check them."""
+    scan = scan_leaves(batches, 0, [s.size for s in signed], locate=locate)
+    scan.root = None  # one range: nothing follows it
+    merge_scans([scan], signed, report)
 
 
 def check_consistency(signed: list[SignedSize], proof: Callable[[int, int], list[bytes]],
@@ -185,7 +271,123 @@ def check_consistency(signed: list[SignedSize], proof: Callable[[int, int], list
                                                  f"with the one of size {old.size}"))
 
 
-def verify_database(engine: Engine, verifier: NoteVerifier, origin: str | None = None) -> Report:
+@dataclass(frozen=True)
+class LeafSource:
+    """Where a worker process reads leaves from: the driver's own connection (SQLAlchemy's per-row
+    processing would cost more than hashing), opened once per process."""
+
+    dialect: str
+    target: str  # the SQLite file, or a PostgreSQL connection URL
+
+    @classmethod
+    def of(cls, engine: Engine) -> LeafSource:
+        if engine.dialect.name == "postgresql":
+            url = engine.url.set(drivername="postgresql")
+            return cls("postgresql", url.render_as_string(hide_password=False))
+        return cls("sqlite", str(engine.url.database))
+
+    def connect(self) -> Any:
+        if self.dialect == "postgresql":
+            import psycopg
+
+            return psycopg.connect(self.target)
+        import sqlite3
+
+        conn = sqlite3.connect(self.target)
+        conn.execute("PRAGMA mmap_size=17179869184")  # read the leaves through the page cache, not read()
+        conn.execute("PRAGMA cache_size=-65536")
+        return conn
+
+
+_worker_connection: Any = None  # a worker process's connection, opened by the pool's initializer
+
+
+def _open_worker(source: LeafSource) -> None:
+    global _worker_connection
+    _worker_connection = source.connect()
+
+
+def _normal(batch: list[Any]) -> list[Row]:
+    """Rows as bytes; a row edited by hand may hold text (SQLite), or be gone (None)."""
+    if all(type(r[1]) is bytes and type(r[2]) is bytes for r in batch):
+        return batch
+    return [(r[0], None if r[1] is None else r[1].encode() if isinstance(r[1], str) else bytes(r[1]),
+             bytes(r[2])) for r in batch]
+
+
+def scan_range(conn: Any, dialect: str, start: int, end: int, sizes: Sequence[int],
+               chunk: int = CHUNK) -> Scan:
+    """Scan the leaves [start, end) of a database through a driver connection."""
+    pg = dialect == "postgresql"
+    mark = "%s" if pg else "?"
+    try:
+        cursor = conn.cursor(name="carnet_verify", binary=True) if pg else conn.cursor()
+        cursor.execute(LEAVES_SQL.format(p=mark), (start, end))
+
+        def batches() -> Iterator[list[Row]]:
+            while batch := cursor.fetchmany(FETCH):
+                yield _normal(batch)
+
+        def locate(digest: bytes) -> int | None:
+            found = conn.execute(f"SELECT idx FROM ledger_nodes WHERE height = 0 AND hash = {mark} LIMIT 1",
+                                 (digest,)).fetchone()
+            return None if found is None else int(found[0])
+
+        scan = scan_leaves(batches(), start, sizes, locate=locate, chunk=chunk)
+        cursor.close()
+        if scan.problem is None and start + scan.count < end:  # rows missing at the end of the range
+            after = start + scan.count
+            found = conn.execute(f"SELECT min(idx) FROM ledger_nodes WHERE height = 0 AND idx >= {mark}",
+                                 (after,)).fetchone()
+            if found is not None and found[0] is not None:
+                scan.problem = Problem(after, f"no audit row holds this index (deleted: the next row is "
+                                              f"index {found[0]})")
+    finally:
+        if pg:
+            conn.rollback()  # end the read transaction: the next range sees the log as it is then
+    return scan
+
+
+def _scan_task(task: tuple[str, int, int, tuple[int, ...], int]) -> Scan:
+    return scan_range(_worker_connection, *task)
+
+
+def _scans(source: LeafSource, total: int, sizes: list[int], workers: int, chunk: int) -> Iterator[Scan]:
+    """The scans of [0, total) in index order: one range for a small log, else ranges of ``chunk``
+    leaves, spread over worker processes when there are several (hashing is the verifier's main
+    cost)."""
+    tasks = [(source.dialect, lo, min(lo + chunk, total), tuple(s for s in sizes if lo < s <= lo + chunk),
+              chunk) for lo in range(0, total, chunk)] if total >= 2 * chunk else []
+    if workers <= 1 or not tasks:
+        conn = source.connect()
+        try:
+            for dialect, lo, hi, inside, size in tasks or [(source.dialect, 0, total, tuple(sizes), chunk)]:
+                scan = scan_range(conn, dialect, lo, hi, inside, size)
+                yield scan
+                if scan.problem is not None or scan.root is None:
+                    return
+        finally:
+            conn.close()
+        return
+    import multiprocessing
+    import threading
+
+    # fork is cheap, but only safe without other threads (the command's case); else spawn
+    method = "fork" if threading.active_count() == 1 else "spawn"
+    with multiprocessing.get_context(method).Pool(workers, _open_worker, (source,)) as pool:
+        for scan in pool.imap(_scan_task, tasks):
+            yield scan
+            if scan.problem is not None or scan.root is None:
+                pool.terminate()  # the first problem ends the walk
+                return
+
+
+def verify_database(engine: Engine, verifier: NoteVerifier, origin: str | None = None, *,
+                    workers: int | None = None, chunk: int = CHUNK) -> Report:
+    """Check a log in a database. A log of at least two ``chunk``s (a power of two) of leaves is
+    hashed by ``workers`` processes (default: one per core), a range of ``chunk`` leaves each."""
+    if chunk < 1 or chunk & (chunk - 1):
+        raise ValueError("the range of leaves per worker is a power of two")
     report = Report()
     started = time.perf_counter()
     c, n = ledger_checkpoints.c, ledger_nodes.c
@@ -196,31 +398,12 @@ def verify_database(engine: Engine, verifier: NoteVerifier, origin: str | None =
         if report.problems:
             report.seconds = time.perf_counter() - started
             return report
-        # the driver's own cursor (server-side on PostgreSQL): SQLAlchemy's per-row processing
-        # would cost more than hashing
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
-        cursor = (raw.cursor(name="carnet_verify", binary=True) if conn.dialect.name == "postgresql"
-                  else raw.cursor())
-        cursor.execute(LEAVES_SQL)
-
-        def chunks() -> Iterator[Sequence[tuple[int, bytes | None, bytes | None]]]:
-            while True:
-                batch = cursor.fetchmany(FETCH)
-                if not batch:
-                    return
-                if any(type(r[1]) is not bytes for r in batch):  # a row edited by hand: text, or gone
-                    batch = [(r[0], None if r[1] is None else r[1].encode() if isinstance(r[1], str)
-                              else bytes(r[1]), bytes(r[2])) for r in batch]
-                yield batch
-
-        with engine.connect() as lookups:
-            def locate(digest: bytes) -> int | None:
-                found = lookups.execute(select(n.idx).where(n.height == 0, n.hash == digest)).scalar()
-                return None if found is None else int(found)
-
-            check_leaves(chunks(), signed, report, locate=locate)
-        cursor.close()
+        last = conn.execute(select(func.max(n.idx)).where(n.height == 0)).scalar()
+    total = 0 if last is None else int(last) + 1
+    source = LeafSource.of(engine)
+    sizes = [s.size for s in signed]
+    merge_scans(_scans(source, total, sizes, workers or os.cpu_count() or 1, chunk), signed, report, chunk)
+    with engine.connect() as conn:
         if not report.problems:
             # one statement, one snapshot: the server may be writing and sequencing meanwhile
             counts = conn.execute(select(
