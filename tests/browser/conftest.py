@@ -136,13 +136,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("width", ["desktop", "phone"], indirect=True)
 
 
+SQLITE_ONLY = ("test_portal_quality",)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Phone widths on SQLite only: the layout does not depend on the database, and the journeys
-    already run on both databases at desktop width."""
+    """Phone widths on the first database only (SQLite unless told otherwise): the layout does not
+    depend on the database, and the journeys already run on both databases at desktop width. The
+    quality checks (headers, sessions, layout, labels, contrast: the pages' and the server's
+    promises, whichever database holds the records) on the first database only too."""
     kept, dropped = [], []
     for item in items:
         params = getattr(item, "callspec", None)
-        if params is not None and params.params.get("width") == "phone" and params.params.get("portal") != "sqlite":
+        backend = params.params.get("portal") if params is not None else None
+        module = item.module.__name__.rsplit(".", 1)[-1] if isinstance(item, pytest.Function) else ""
+        if backend not in (None, BACKENDS[0]) and (params.params.get("width") == "phone"  # type: ignore[union-attr]
+                                                or module in SQLITE_ONLY):
             dropped.append(item)
         else:
             kept.append(item)

@@ -1,6 +1,7 @@
 """The portal's security and accessibility promises, checked in the browser: CSRF, cookies, the
 Content-Security-Policy, session expiry, sign-in lockout, no clinical data in URLs or logs, phone
-width, labels and landmarks, keyboard use, contrast, English."""
+width, labels and landmarks, keyboard use, contrast, English. On one database
+(``conftest.pytest_collection_modifyitems``)."""
 
 from __future__ import annotations
 
@@ -75,7 +76,6 @@ def test_session_cookie_and_page_headers(page: Page, portal: Portal) -> None:
         assert "<script" not in html and " style=" not in html, path  # nothing the CSP would have to allow
 
 
-@pytest.mark.parametrize("portal", ["sqlite"], indirect=True)  # presentation: the same on both databases
 def test_the_cookie_is_secure_under_https(portal: Portal) -> None:
     from starlette.responses import Response
 
@@ -157,7 +157,6 @@ def test_no_clinical_data_in_urls_or_logs(page: Page, portal: Portal, caplog: py
         assert value.lower() not in logged.lower(), value
 
 
-@pytest.mark.parametrize("portal", ["sqlite"], indirect=True)  # presentation: the same on both databases
 def test_every_page_fits_a_phone_screen(browser: Browser, portal: Portal) -> None:
     ctx = new_context(browser, phone=True)
     try:
@@ -186,7 +185,6 @@ UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), s
   .map(el => el.outerHTML)"""
 
 
-@pytest.mark.parametrize("portal", ["sqlite"], indirect=True)  # presentation: the same on both databases
 def test_pages_are_labelled_with_landmarks_and_usable_from_the_keyboard(page: Page, portal: Portal) -> None:
     sign_in_patient(page, portal, "patient")
     for path in PAGES:
@@ -208,7 +206,6 @@ def test_pages_are_labelled_with_landmarks_and_usable_from_the_keyboard(page: Pa
     expect(page.get_by_role("link", name="Ouvrir le PDF dans le navigateur")).to_be_visible()
 
 
-@pytest.mark.parametrize("portal", ["sqlite"], indirect=True)  # presentation: the same on both databases
 def test_the_portal_speaks_english_on_request(page: Page, portal: Portal) -> None:
     page.goto(portal.url + "/")
     page.get_by_role("button", name="English").click()

@@ -156,7 +156,7 @@ def build(world: World, w: WorldSpec) -> tuple[list[Actor], list[Actor], list[st
 
 
 @pytest.mark.slow
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
           derandomize=True)
 @given(w=worlds())
 def test_every_search_result_equals_the_simple_reading_of_the_rules(fhir: Fhir, w: WorldSpec) -> None:
