@@ -211,9 +211,10 @@ def wipe(store: Store, marker: Path) -> None:
 
 def schema_fingerprint() -> str:
     """The tables' shape in carnet.db.tables: a kept store built under another schema is rebuilt."""
+    from carnet.db.migrate import HEAD
     from carnet.db.tables import metadata
 
-    shape = [(t.name, [(c.name, str(c.type)) for c in t.columns]) for t in metadata.sorted_tables]
+    shape = [HEAD, *((t.name, [(c.name, str(c.type)) for c in t.columns]) for t in metadata.sorted_tables)]
     return hashlib.sha1(json.dumps(shape).encode()).hexdigest()[:12]
 
 
