@@ -114,16 +114,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
     oauth_server = CarnetAuthorizationServer(settings, engine, issuer)
     methods = signin.build_methods(settings)
     app = Starlette(
+        # Starlette tries the routes in order: the API's first (a request to /fhir no longer tests
+        # the portal's 26 patterns before its own), the portal's pages last
         routes=[
-            *web.routes(),
+            *ledger.routes(),
             Route("/healthz", health),
             *openapi.routes(),
-            *oauth.routes(methods),
-            *ledger.routes(),
+            *oauth.routes(methods),  # before /fhir/{path}: it holds /fhir/.well-known/smart-configuration
             # every method reaches the FHIR router, which answers an unsupported one with a 405
             # OperationOutcome (a route's own 405 would be Starlette's plain text)
             Route("/fhir", AnyMethod(fhir_endpoint)),
             Route("/fhir/{path:path}", AnyMethod(fhir_endpoint)),
+            *web.routes(),
         ],
         middleware=[Middleware(SecurityHeaders), Middleware(RequestLimits, settings=settings)],
         lifespan=lifespan,

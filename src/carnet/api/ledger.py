@@ -133,10 +133,14 @@ def _key(request: Request) -> Response:
     return PlainTextResponse(request.app.state.fhir.ledger_key + "\n", media_type=NOTE_TYPE)
 
 
-def _endpoint(view: Any) -> Any:
+def _endpoint(view: Any, *, inline: bool = False) -> Any:
+    """``view`` as an endpoint, in the thread pool; ``inline`` ones run on the event loop: a proof
+    or a checkpoint is one or two primary-key reads (~0.5 ms, most of it in Python, which holds the
+    interpreter lock in a thread too), and handing it to a thread and back cost more than that
+    (p50 2.2 → 2.9 ms, p99 4.5 → 6.5 ms for an inclusion proof at 10 million leaves, one client)."""
     async def endpoint(request: Request) -> Response:
         try:
-            response: Response = await run_in_threadpool(view, request)
+            response: Response = view(request) if inline else await run_in_threadpool(view, request)
             return response
         except CarnetError as exc:
             return _error(exc, status_of(exc))
@@ -144,9 +148,9 @@ def _endpoint(view: Any) -> Any:
 
 
 def routes() -> list[Route]:
-    return [Route("/ledger/checkpoint", _endpoint(_checkpoint)),
+    return [Route("/ledger/checkpoint", _endpoint(_checkpoint, inline=True)),
             Route("/ledger/checkpoints", _endpoint(_checkpoints)),
-            Route("/ledger/key", _endpoint(_key)),
-            Route("/ledger/proof/inclusion", _endpoint(_inclusion)),
-            Route("/ledger/proof/consistency", _endpoint(_consistency)),
+            Route("/ledger/key", _endpoint(_key, inline=True)),
+            Route("/ledger/proof/inclusion", _endpoint(_inclusion, inline=True)),
+            Route("/ledger/proof/consistency", _endpoint(_consistency, inline=True)),
             Route("/ledger/entries", _endpoint(_entries))]
