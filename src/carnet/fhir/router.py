@@ -684,7 +684,6 @@ class FhirRouter:
         (joined to ``resources`` under the read predicates), so that neither the limit nor its
         refusal counts what is hidden."""
         t = idx_reference.c
-        r = resources.c
         keys: list[tuple[str, str]] = []
         if not inc.reverse:
             ids = [s.id for s in frontier if s.resource_type == inc.source_type or inc.param == "*"]
@@ -698,12 +697,7 @@ class FhirRouter:
             targets = [inc.target_type] if inc.target_type else list(repo.conn.execute(
                 select(t.target_type).where(*where, t.target_type.is_not(None)).distinct()).scalars())
             for target in targets:
-                stmt = (select(t.target_type, t.target_id)
-                        .select_from(idx_reference.join(resources, (r.res_type == t.target_type)
-                                                        & (r.res_id == t.target_id)))
-                        .where(*where, t.target_type == target, r.deleted.is_(False), *repo.visible(target)))
-                keys.extend((row.target_type, row.target_id)
-                            for row in repo.conn.execute(stmt.distinct().limit(limit)))
+                keys += _readable_ends(repo, where, t.target_type, t.target_id, target, limit)
         else:
             by_type: dict[str, list[str]] = {}
             for s in frontier:
@@ -715,12 +709,7 @@ class FhirRouter:
                 sources = [inc.source_type] if inc.param != "*" else list(repo.conn.execute(
                     select(t.res_type).where(*where).distinct()).scalars())
                 for source in sources:
-                    stmt = (select(t.res_type, t.res_id)
-                            .select_from(idx_reference.join(resources, (r.res_type == t.res_type)
-                                                            & (r.res_id == t.res_id)))
-                            .where(*where, t.res_type == source, r.deleted.is_(False), *repo.visible(source)))
-                    keys.extend((row.res_type, row.res_id)
-                                for row in repo.conn.execute(stmt.distinct().limit(limit)))
+                    keys += _readable_ends(repo, where, t.res_type, t.res_id, source, limit)
         return keys
 
     # -- history ----------------------------------------------------------------------------------
@@ -848,3 +837,15 @@ def _subset(resource: dict[str, Any], sreq: SearchRequest) -> dict[str, Any]:
     meta["tag"] = tags
     out["meta"] = meta
     return out
+
+
+def _readable_ends(repo: Repository, where: list[Any], type_col: Any, id_col: Any, rtype: str,
+                   limit: int) -> list[tuple[str, str]]:
+    """The distinct (type, id) at one end of the reference rows matching ``where`` (the target for
+    ``_include``, the source for ``_revinclude``) that name a live resource of ``rtype`` the caller
+    may read, at most ``limit``."""
+    r = resources.c
+    stmt = (select(type_col, id_col)
+            .select_from(idx_reference.join(resources, (r.res_type == type_col) & (r.res_id == id_col)))
+            .where(*where, type_col == rtype, r.deleted.is_(False), *repo.visible(rtype)))
+    return [(row[0], row[1]) for row in repo.conn.execute(stmt.distinct().limit(limit))]
