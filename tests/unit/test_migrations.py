@@ -10,7 +10,7 @@ from carnet.db.migrate import HEAD, current_revision, head_revision, stored_revi
 
 
 def test_head_is_the_newest_migration_script() -> None:
-    assert HEAD == head_revision()
+    assert head_revision() == HEAD
 
 
 def test_a_new_database_is_migrated_once_then_read_as_up_to_date(tmp_path: Path) -> None:
