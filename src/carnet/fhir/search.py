@@ -774,10 +774,11 @@ class Compiler:
                                 other.c.param == t.c.param,
                                 or_(before, and_(other.c.value == t.c.value, earlier)))
         columns = (r.res_id, r.version, r.last_updated, r.content, r.patient_id)
+        # the resources with a value, each once: the page's rows, and (below) how many there are
+        joined = t.join(resources, and_(r.res_type == t.c.res_type, r.res_id == t.c.res_id))
+        valued = [t.c.res_type == req.resource_type, t.c.param == param, first, *self.where(req), *visible]
         named = list(conn.execute(
-            select(*columns)
-            .select_from(t.join(resources, and_(r.res_type == t.c.res_type, r.res_id == t.c.res_id)))
-            .where(t.c.res_type == req.resource_type, t.c.param == param, first, *self.where(req), *visible)
+            select(*columns).select_from(joined).where(*valued)
             .order_by(t.c.value.desc() if desc else t.c.value.asc(), t.c.res_id.asc())
             .limit(req.count + 1).offset(req.offset)).all())
         if len(named) > req.count:
@@ -788,9 +789,7 @@ class Compiler:
         if named:
             skip = 0
         else:  # the page starts after every resource with a value: how many of them there are
-            counted = select(func.count()).select_from(
-                t.join(resources, and_(r.res_type == t.c.res_type, r.res_id == t.c.res_id))).where(
-                t.c.res_type == req.resource_type, t.c.param == param, first, *self.where(req), *visible)
+            counted = select(func.count()).select_from(joined).where(*valued)
             skip = max(req.offset - conn.execute(counted).scalar_one(), 0)
         rest = conn.execute(select(*columns).where(*valueless).order_by(r.res_id.asc())
                             .limit(req.count + 1 - len(named)).offset(skip)).all()
