@@ -22,13 +22,12 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from sqlalchemy import select
 
 from carnet import backup as backups
 from carnet import demo
 from carnet.blobs import BlobRef
-from carnet.cli.main import main
 from carnet.config import Settings
 from carnet.crypto.keyfiles import load_keyring
 from carnet.db.engine import make_engine
@@ -38,19 +37,12 @@ from carnet.documents.storage import open_document_store
 from carnet.ledger.keys import load_signer, origin_of
 from carnet.ledger.sequencer import Sequencer
 from tests.conftest import LiveServer
+from tests.support.cli import run_carnet
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 # -- the command, with nothing from the environment but what it is given ---------------------------
-def _no_env() -> dict[str, str | None]:
-    """Every CARNET_ variable unset while the command runs, and put back afterwards (the command
-    sets CARNET_DATA_DIR itself)."""
-    names = {f"CARNET_{n.upper()}" for n in Settings.model_fields} | {k for k in os.environ
-                                                                       if k.startswith("CARNET_")}
-    return dict.fromkeys(names, None)
-
-
 def settings_for(data: Path) -> Settings:
     """The settings the command derives from ``--data`` alone."""
     with pytest.MonkeyPatch.context() as mp:
@@ -60,8 +52,7 @@ def settings_for(data: Path) -> Settings:
 
 
 def carnet(*args: str | Path, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], env=_no_env() | (env or {}),
-                              catch_exceptions=False)
+    return run_carnet(*(str(a) for a in args), env=env)
 
 
 def ok(*args: str | Path) -> Result:

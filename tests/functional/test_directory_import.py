@@ -6,13 +6,15 @@ import json
 from pathlib import Path
 from urllib.parse import quote
 
+from click.testing import Result
+
 from carnet.directory import fhir as d
 from carnet.directory import services
 from tests.conftest import FIXTURES, Fhir
-from tests.support.cli import Ran, run_carnet
+from tests.support.cli import run_carnet
 
 
-def run(*args: str, data: Path) -> Ran:
+def run(*args: str, data: Path) -> Result:
     return run_carnet(*args, "--data", str(data), env={})
 
 
@@ -75,12 +77,12 @@ def test_a_bundle_of_what_was_imported_imports_as_unchanged(fhir: Fhir, tmp_path
 
 def test_the_command_shows_the_report_and_is_idempotent(tmp_path: Path) -> None:
     r = run("directory", "import", str(SAMPLE), data=tmp_path)
-    assert r.returncode == 0, r.stderr
+    assert r.exit_code == 0, r.stderr
     assert "10 rows read" in r.stdout
     assert "created: 4 Organization, 6 Practitioner, 7 PractitionerRole" in r.stdout
     assert "rejected: 3 rows" in r.stdout and "line 7 (810995292230): RPPS invalide" in r.stdout
     again = run("directory", "import", str(SAMPLE), data=tmp_path)
-    assert again.returncode == 0, again.stderr
+    assert again.exit_code == 0, again.stderr
     assert "created: none" in again.stdout and "updated: none" in again.stdout
     assert "unchanged: 4 Organization, 6 Practitioner, 7 PractitionerRole" in again.stdout
 
@@ -89,5 +91,5 @@ def test_the_command_refuses_a_file_that_is_not_an_extract(tmp_path: Path) -> No
     other = tmp_path / "notes.csv"
     other.write_text("nom,prenom\nMartin,Claire\n", encoding="utf-8")
     r = run("directory", "import", str(other), data=tmp_path)
-    assert r.returncode != 0
+    assert r.exit_code != 0
     assert "En-tête non reconnu" in r.stderr and "Unrecognised header" in r.stderr

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import Result
 
 from carnet.auth.principal import Kind, Principal
 from carnet.config import Settings
@@ -20,10 +21,10 @@ from carnet.identity.fhir import birthplace_extension, build_patient
 from carnet.identity.matching import MATCH_GRADE_EXTENSION
 from carnet.identity.status import Traits
 from tests.conftest import Fhir, LiveServer
-from tests.support.cli import Ran, run_carnet
+from tests.support.cli import run_carnet
 
 
-def run(*args: str, data: Path) -> Ran:
+def run(*args: str, data: Path) -> Result:
     return run_carnet(*args, "--data", str(data), env={})
 
 
@@ -336,7 +337,7 @@ def test_the_commands_list_duplicates_and_merge(tmp_path: Path) -> None:
         obs = repo.create(observation(made["g"], "29463-7")).id
     engine.dispose()
     r = run("identity", "duplicates", data=tmp_path)
-    assert r.returncode == 0, r.stderr
+    assert r.exit_code == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[-1].startswith("4 ")
     ab = next(line for line in lines if made["a"] in line)
@@ -346,15 +347,15 @@ def test_the_commands_list_duplicates_and_merge(tmp_path: Path) -> None:
     assert len(run("identity", "duplicates", "--limit", "1", data=tmp_path).stdout.splitlines()) == 2
 
     r = run("identity", "merge", made["g"], made["h"], "--preview", data=tmp_path)
-    assert r.returncode == 0, r.stderr
+    assert r.exit_code == 0, r.stderr
     assert "1 resources would move" in r.stdout
     r = run("identity", "merge", made["g"], f"Patient/{made['h']}", data=tmp_path)
-    assert r.returncode == 0, r.stderr
+    assert r.exit_code == 0, r.stderr
     assert "1 resources moved" in r.stdout
     r = run("identity", "duplicates", data=tmp_path)
     assert r.stdout.splitlines()[-1].startswith("3 ") and made["g"] not in r.stdout
     again = run("identity", "merge", made["g"], made["h"], data=tmp_path)
-    assert again.returncode != 0 and "already merged" in again.stderr
+    assert again.exit_code != 0 and "already merged" in again.stderr
     engine = make_engine(settings)
     with engine.connect() as conn:
         repo = Repository(conn, Principal.system())

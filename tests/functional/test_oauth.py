@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import Result
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
@@ -28,7 +29,7 @@ from tests.functional.oauth_helpers import (
     rsa_key,
     verify_jwt,
 )
-from tests.support.cli import Ran, run_carnet
+from tests.support.cli import run_carnet
 
 
 @pytest.fixture
@@ -294,7 +295,7 @@ def test_client_commands(fhir: Fhir, http: httpx.Client, base: str, tmp_path: Pa
     """``carnet client add / list / remove``, as the operator runs them, then the client at work."""
     env = {"CARNET_DATABASE_URL": fhir.backend.url, "CARNET_DATA_DIR": str(fhir.backend.tmp)}
 
-    def carnet(*args: str) -> Ran:
+    def carnet(*args: str) -> Result:
         return run_carnet(*args, env=env)
 
     key = ec_key()
@@ -302,11 +303,11 @@ def test_client_commands(fhir: Fhir, http: httpx.Client, base: str, tmp_path: Pa
     jwks_file.write_text(json.dumps(public_jwks(key)))
     r = carnet("client", "add", "Laboratoire", "--type", "backend", "--scope", "system/*.rs",
                "--jwks-file", str(jwks_file), "--client-id", "labo-1")
-    assert r.returncode == 0, r.stderr
+    assert r.exit_code == 0, r.stderr
     assert "client_id: labo-1" in r.stdout and "secret" not in r.stdout
     r = carnet("client", "add", "Logiciel", "--type", "confidential", "--redirect-uri", "https://lgc.example/cb",
                "--scope", "openid offline_access", "--scope", "user/*.rs")
-    assert r.returncode == 0, r.stderr
+    assert r.exit_code == 0, r.stderr
     secret = next(line.split(": ", 1)[1] for line in r.stdout.splitlines() if line.startswith("client_secret"))
     assert len(secret) >= 40
     # refused: a private key, an http redirect off loopback, system scopes for a user-facing app
@@ -317,17 +318,17 @@ def test_client_commands(fhir: Fhir, http: httpx.Client, base: str, tmp_path: Pa
                  ["Bad", "--type", "public", "--redirect-uri", "https://app.example/cb", "--scope", "system/*.rs"],
                  ["Bad", "--type", "backend", "--scope", "system/*.rs"]):
         refused = carnet("client", "add", *args)
-        assert refused.returncode != 0 and refused.stderr.strip(), args
+        assert refused.exit_code != 0 and refused.stderr.strip(), args
     listed = carnet("client", "list", "--json")
-    assert listed.returncode == 0
+    assert listed.exit_code == 0
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert {row["name"] for row in rows} == {"Laboratoire", "Logiciel"}
     assert secret not in listed.stdout + carnet("client", "list").stdout
     # the registered backend client at work, until it is removed
     assert backend_token(http, base, "labo-1", key, "system/*.rs").status_code == 200
-    assert carnet("client", "remove", "labo-1").returncode == 0
+    assert carnet("client", "remove", "labo-1").exit_code == 0
     assert backend_token(http, base, "labo-1", key, "system/*.rs").status_code in (400, 401)
-    assert carnet("client", "remove", "labo-1").returncode != 0
+    assert carnet("client", "remove", "labo-1").exit_code != 0
 
 
 def test_token_command_for_a_professional_and_a_patient(fhir: Fhir, http: httpx.Client, base: str) -> None:
@@ -341,7 +342,7 @@ def test_token_command_for_a_professional_and_a_patient(fhir: Fhir, http: httpx.
 
     def token(who: str) -> str:
         r = run_carnet("token", "--as", who, "--ttl", "120", env=env)
-        assert r.returncode == 0, r.stderr
+        assert r.exit_code == 0, r.stderr
         return r.stdout.strip()
 
     pro = verify_jwt(http, base, token(f"practitioner:{national_id}"))
@@ -355,4 +356,4 @@ def test_token_command_for_a_professional_and_a_patient(fhir: Fhir, http: httpx.
     r = http.get(f"{base}/fhir/Patient/{pid}", headers={"Authorization": f"Bearer {patient_token}"})
     assert r.status_code == 200
     unknown = run_carnet("token", "--as", "patient:180037505600012", env=env)
-    assert unknown.returncode != 0 and "180037505600012" in unknown.stderr
+    assert unknown.exit_code != 0 and "180037505600012" in unknown.stderr

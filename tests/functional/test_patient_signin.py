@@ -184,7 +184,7 @@ def test_account_command(fhir: Fhir, tmp_path: object) -> None:
     env = {"CARNET_DATABASE_URL": fhir.backend.url, "CARNET_DATA_DIR": str(fhir.backend.tmp)}
     r = run_carnet("account", "add-patient", "--matricule", matricule, "--username", "Lucie",
                    input=PASSWORD + "\n", env=env)
-    assert r.returncode == 0, r.stderr
+    assert r.exit_code == 0, r.stderr
     assert f"Patient/{pid}" in r.stdout and "otpauth://totp/" in r.stdout
     assert PASSWORD not in r.stdout + r.stderr
     secret = re.search(r"totp secret: (\w+)", r.stdout)
@@ -198,7 +198,7 @@ def test_account_command(fhir: Fhir, tmp_path: object) -> None:
     assert secret.group(1) not in json.dumps(traced) and PASSWORD not in json.dumps(traced)
     r = run_carnet("account", "add-patient", "--matricule", "180037505600012", "--username", "x",
                    "--password", PASSWORD, env=env)
-    assert r.returncode != 0 and "180037505600012" in r.stderr
+    assert r.exit_code != 0 and "180037505600012" in r.stderr
 
 
 def test_an_address_that_fails_too_often_is_refused_whatever_account_it_tries(fhir: Fhir) -> None:

@@ -9,40 +9,23 @@ point as a process.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping
 
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from carnet.cli.main import main
+from carnet.config import Settings
 
 
-@dataclass(frozen=True)
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
+def no_env() -> dict[str, str | None]:
+    """Every CARNET_ variable unset while the command runs, and put back afterwards by click (the
+    command may set some itself, as ``--data`` sets CARNET_DATA_DIR)."""
+    names = {f"CARNET_{n.upper()}" for n in Settings.model_fields} | {k for k in os.environ
+                                                                       if k.startswith("CARNET_")}
+    return dict.fromkeys(names, None)
 
 
-@contextmanager
-def _environment(env: Mapping[str, str]) -> Iterator[None]:
-    """Only ``env``'s CARNET_* settings while the command runs (a command may set more of them,
-    as ``--data`` does); the test process's own environment afterwards."""
-    saved = {k: v for k, v in os.environ.items() if k.startswith("CARNET_")}
-    for name in saved:
-        del os.environ[name]
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for name in [k for k in os.environ if k.startswith("CARNET_")]:
-            del os.environ[name]
-        os.environ.update(saved)
-
-
-def run_carnet(*args: str, env: Mapping[str, str], input: str | None = None) -> Ran:
+def run_carnet(*args: str, env: Mapping[str, str] | None = None, input: str | None = None) -> Result:
     """``carnet ARGS`` with the CARNET_* settings of ``env`` and nothing else of the kind."""
-    with _environment(env):
-        result = CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
-    return Ran(result.exit_code, result.stdout, result.stderr)
+    return CliRunner().invoke(main, list(args), env=no_env() | dict(env or {}), input=input,
+                              catch_exceptions=False)
