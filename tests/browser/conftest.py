@@ -136,7 +136,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("width", ["desktop", "phone"], indirect=True)
 
 
-SQLITE_ONLY = ("test_portal_quality",)
+ONE_DATABASE = ("test_portal_quality",)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -146,11 +146,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     promises, whichever database holds the records) on the first database only too."""
     kept, dropped = [], []
     for item in items:
-        params = getattr(item, "callspec", None)
-        backend = params.params.get("portal") if params is not None else None
+        chosen = item.callspec.params if isinstance(item, pytest.Function) and hasattr(item, "callspec") else {}
         module = item.module.__name__.rsplit(".", 1)[-1] if isinstance(item, pytest.Function) else ""
-        if backend not in (None, BACKENDS[0]) and (params.params.get("width") == "phone"  # type: ignore[union-attr]
-                                                or module in SQLITE_ONLY):
+        if chosen.get("portal", BACKENDS[0]) != BACKENDS[0] and (chosen.get("width") == "phone"
+                                                                 or module in ONE_DATABASE):
             dropped.append(item)
         else:
             kept.append(item)

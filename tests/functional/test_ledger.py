@@ -164,6 +164,14 @@ def test_a_deleted_leaf_is_named(log: tuple[Backend, Sequencer, NoteVerifier]) -
     assert index == 33 and "deleted" in what
 
 
+def test_a_deleted_leaf_at_the_end_of_a_range_is_named(log: tuple[Backend, Sequencer, NoteVerifier]) -> None:
+    """Index 39 ends the range [32, 40) of the ranged walk: its gap shows only against the next range."""
+    backend, _, verifier = log
+    sql(backend, "DELETE FROM ledger_nodes WHERE height = 0 AND idx = 39")
+    index, what = first_problem(backend, verifier)
+    assert index == 39 and "deleted" in what and "index 40" in what
+
+
 def test_a_deleted_and_renumbered_row_is_named(log: tuple[Backend, Sequencer, NoteVerifier]) -> None:
     backend, _, verifier = log
     sql(backend, f"DELETE FROM audit_events WHERE seq = {AT.format(12)}")

@@ -127,6 +127,11 @@ class Scan:
     root: bytes | None = None  # the range's tree when it holds CHUNK good leaves
 
 
+def _gap(index: int, following: int) -> Problem:
+    """No row holds ``index``; the next one holds ``following``."""
+    return Problem(index, f"no audit row holds this index (deleted: the next row is index {following})")
+
+
 def _first_bad(rows: Sequence[Row], expected: int, locate: Callable[[bytes], int | None] | None,
                hashed: bool = False) -> tuple[int, Problem | None]:
     """The slow walk of a batch that failed the fast checks: how many rows are good, and the problem."""
@@ -135,8 +140,7 @@ def _first_bad(rows: Sequence[Row], expected: int, locate: Callable[[bytes], int
             if index < expected + good:
                 what = "a second audit row holds this index (an inserted row)"
             elif index > expected + good:
-                what = f"no audit row holds this index (deleted: the next row is index {index})"
-                index = expected + good
+                return good, _gap(expected + good, index)
             else:
                 what = "the audit row of this leaf is gone (a deleted row)"
             return good, Problem(index, what)
@@ -276,9 +280,7 @@ def merge_scans(scans: Iterable[Scan], signed: list[SignedSize], report: Report,
 def check_leaves(batches: Iterable[Sequence[Row]], signed: list[SignedSize], report: Report, *,
                  locate: Callable[[bytes], int | None] | None = None) -> None:
     """Walk all the leaves in one range (a server's entries, a small log) and check them."""
-    scan = scan_leaves(batches, 0, [s.size for s in signed], locate=locate)
-    scan.root = None  # one range: nothing follows it
-    merge_scans([scan], signed, report)
+    merge_scans([scan_leaves(batches, 0, [s.size for s in signed], locate=locate)], signed, report)
 
 
 def check_consistency(signed: list[SignedSize], proof: Callable[[int, int], list[bytes]],
@@ -361,8 +363,7 @@ def scan_range(conn: Any, dialect: str, start: int, end: int, sizes: Sequence[in
             found = conn.execute(f"SELECT min(idx) FROM ledger_nodes WHERE height = 0 AND idx >= {mark}",
                                  (after,)).fetchone()
             if found is not None and found[0] is not None:
-                scan.problem = Problem(after, f"no audit row holds this index (deleted: the next row is "
-                                              f"index {found[0]})")
+                scan.problem = _gap(after, int(found[0]))
     finally:
         if pg:
             conn.rollback()  # end the read transaction: the next range sees the log as it is then
