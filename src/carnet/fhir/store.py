@@ -49,6 +49,17 @@ DELETE_INDEX_ROW = {
         *(table.c[name] == bindparam(name) for name in _KEY_COLUMNS),
         *(c.is_not_distinct_from(bindparam(c.name)) for c in table.columns if c.name not in _KEY_COLUMNS))
     for kind, table in INDEX_TABLES.items()}
+SELECT_INDEX_ROWS = {
+    kind: select(*table.c).where(table.c.res_type == bindparam("rt"), table.c.res_id == bindparam("rid"))
+    for kind, table in INDEX_TABLES.items()}
+_INDEX_KINDS: dict[str, frozenset[str]] = {}  # resource type -> the index tables its parameters use
+
+
+def index_kinds(rtype: str) -> frozenset[str]:
+    kinds = _INDEX_KINDS.get(rtype)
+    if kinds is None:
+        kinds = _INDEX_KINDS[rtype] = frozenset(p.type for p in params_for(rtype).values())
+    return kinds
 
 
 @dataclass(frozen=True)
@@ -324,11 +335,10 @@ class Repository:
     def _reindex(self, rtype: str, rid: str, rows: dict[str, list[dict[str, Any]]]) -> None:
         """Bring a resource's index rows to ``rows`` touching only those that changed: an update
         usually changes a few values, and every row rewritten costs pages in each index."""
-        for kind in sorted({p.type for p in params_for(rtype).values()} | rows.keys()):
-            table = INDEX_TABLES[kind]
-            names = [c.name for c in table.columns]
-            stored = Counter(tuple(r) for r in self.conn.execute(
-                select(*table.c).where(table.c.res_type == rtype, table.c.res_id == rid)))
+        for kind in sorted(index_kinds(rtype) | rows.keys()):
+            names = [c.name for c in INDEX_TABLES[kind].columns]
+            stored = Counter(tuple(r) for r in self.conn.execute(SELECT_INDEX_ROWS[kind],
+                                                                 {"rt": rtype, "rid": rid}))
             wanted = Counter(tuple(row.get(n) for n in names) for row in rows.get(kind, ()))
             gone = [dict(zip(names, row, strict=True)) for row in (stored - wanted).elements()]
             if gone:
@@ -349,8 +359,7 @@ class Repository:
                           .values(patient_id=patient_of(resource, rows)))
 
     def _clear_index(self, rtype: str, rid: str) -> None:
-        kinds = {p.type for p in params_for(rtype).values()}
-        for kind in kinds:
+        for kind in index_kinds(rtype):
             table = INDEX_TABLES[kind]
             self.conn.execute(delete(table).where(table.c.res_type == rtype, table.c.res_id == rid))
 
