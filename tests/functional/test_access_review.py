@@ -881,3 +881,25 @@ def test_a_refused_cda_does_not_tell_a_feeder_the_ins_of_a_record_it_cannot_read
         r = c.post("DocumentReference", json=body)
     assert r.status_code == 422, r.text  # the header's INS is not the record's
     assert alice.matricule not in r.text, r.text
+
+
+def test_two_criteria_chained_through_one_reference_reveal_nothing_of_a_hidden_target(world: World) -> None:
+    # Observation.encounter holds one Encounter: its two chained criteria are answered by one search
+    # of Encounters, which must leave out those the caller cannot read (here, of another record)
+    alice, bob = world.patient("alice"), world.patient("bob")
+    doctor = world.professional("doctor", "10")
+    world.care_team(alice, doctor)
+    encounter = world.fhir.post("Encounter", json={
+        "resourceType": "Encounter", "status": "finished", "subject": {"reference": f"Patient/{bob.id}"},
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}}).json()["id"]
+    observation = world.fhir.post("Observation", json=_observation(
+        alice, encounter={"reference": f"Encounter/{encounter}"})).json()["id"]
+    assert world.sees(doctor, f"Observation/{observation}")
+    assert not world.sees(doctor, f"Encounter/{encounter}")
+    right = world.search(doctor, "Observation?encounter:Encounter.status=finished&encounter:Encounter.class=AMB")
+    wrong = world.search(doctor, "Observation?encounter:Encounter.status=planned&encounter:Encounter.class=AMB")
+    assert right == wrong == []
+    # the system client, which reads every record, finds it through the same two criteria
+    found = world.fhir.get("Observation", params={"encounter:Encounter.status": "finished",
+                                                  "encounter:Encounter.class": "AMB"})
+    assert [e["resource"]["id"] for e in found.json()["entry"]] == [observation]

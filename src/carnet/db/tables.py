@@ -73,9 +73,11 @@ Index("ix_versions_updated", resource_versions.c.last_updated)
 Index("ix_versions_type_updated", resource_versions.c.res_type, resource_versions.c.last_updated)
 
 
-def _index_table(name: str, *columns: Column, value_cols: tuple[str, ...], covering: bool = False) -> Table:
+def _index_table(name: str, *columns: Column, value_cols: tuple[str, ...], covering: bool = False,
+                 checked: tuple[str, ...] = ()) -> Table:
     """``covering``: the value index ends with res_id, so that a candidate scan (and the filter of
-    pair rows) reads the index alone."""
+    pair rows) reads the index alone. ``checked``: columns the per-resource index carries after
+    the parameter, so that a check of a candidate reads its table row only when they match."""
     table = Table(
         name,
         metadata,
@@ -84,7 +86,8 @@ def _index_table(name: str, *columns: Column, value_cols: tuple[str, ...], cover
         Column("param", PARAM, nullable=False),
         *columns,
     )
-    Index(f"ix_{name}_resource", table.c.res_type, table.c.res_id, table.c.param)
+    Index(f"ix_{name}_resource", table.c.res_type, table.c.res_id, table.c.param,
+          *(table.c[c] for c in checked))
     Index(f"ix_{name}_value", table.c.res_type, table.c.param, *(table.c[c] for c in value_cols),
           *((table.c.res_id,) if covering else ()))
     return table
@@ -105,6 +108,7 @@ idx_token = _index_table(
     Column("type_system", String(255), nullable=True),  # Identifier.type, for :of-type
     Column("type_code", String(64), nullable=True),
     value_cols=("code", "system"),
+    checked=("code",),
 )
 idx_date = _index_table(
     "idx_date",
@@ -137,6 +141,7 @@ idx_reference = _index_table(
     Column("id_system", String(255), nullable=True),  # Reference.identifier, for :identifier
     Column("id_value", VALUE, nullable=True),
     value_cols=("target_id", "target_type"),
+    covering=True,
 )
 Index("ix_idx_reference_target", idx_reference.c.target_type, idx_reference.c.target_id,
       idx_reference.c.param)

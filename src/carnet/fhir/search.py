@@ -582,7 +582,7 @@ class Compiler:
                 or_(*(self.value_cond(p, c.modifier, v, table, name) for v in c.values))))
         return parts
 
-    def chain_group_driver(self, req: SearchRequest) -> tuple[ColumnElement[bool], set[int]] | None:
+    def chain_group_driver(self, req: SearchRequest) -> tuple[Any, set[int]] | None:
         """Several chained criteria through one single-valued reference
         (``PractitionerRole?practitioner.family=martin&practitioner.given=jean``): the referenced
         resources matching them all are found by one search of the target type (with its own
@@ -603,7 +603,7 @@ class Compiler:
                 continue
             clauses = [req.clauses[i] for i in indexes]
             inner = SearchRequest(target, clauses=[Clause(c.param, c.modifier, c.values) for c in clauses])
-            ids = select(resources.c.res_id).where(*self.where(inner)).correlate(None)
+            ids = self._target_ids(inner)
             r = idx_reference
             stmt = select(r.c.res_id).where(r.c.res_type == req.resource_type, r.c.param == ref_param,
                                             r.c.target_type == target, r.c.target_id.in_(ids))
@@ -617,8 +617,23 @@ class Compiler:
             if len(inside) > 1:  # a subquery: SQLite takes no parenthesised compound in a compound
                 both = intersect(*inside).subquery()
                 contained = select(both.c.res_id)
-            return resources.c.res_id.in_(union_all(stmt, contained)), set(indexes)
+            return union_all(stmt, contained), set(indexes)
         return None
+
+    def _target_ids(self, inner: SearchRequest) -> Select[Any]:
+        """Ids of the chained criteria's targets the caller may read (a hidden target matches
+        nothing, as in :meth:`_chain`). When the pair index answers every criterion and no
+        predicate hides targets, its rows are the answer: index rows exist only for resources
+        that are not deleted (``Repository.delete`` clears them), so the resources need not be
+        read, which at 500k practitioners was a third of a directory chain's cost."""
+        fn = _TARGET_FILTER.get()
+        seen = fn(inner.resource_type, resources) if fn is not None else None
+        if seen is None and len(self.pair_answers(inner)) == len(inner.clauses):
+            direct = self.pair_ids(inner)
+            if direct is not None:
+                return direct
+        return select(resources.c.res_id).where(*self.where(inner), *((seen,) if seen is not None else ())
+                                                ).correlate(None)
 
     def sort_key(self, rtype: str, key: str, desc: bool) -> Any:
         if key == "_id":
@@ -689,11 +704,16 @@ class Compiler:
     def pair_applies(self, req: SearchRequest) -> bool:
         return self._pair(req) is not None
 
-    def pair_driver(self, req: SearchRequest) -> ColumnElement[bool] | None:
-        """``res_id IN (…)`` over the pair rows of two string criteria (see indexer.STRING_PAIRS):
-        one range of the first parameter's values, the second filtered inside the index."""
+    def pair_driver(self, req: SearchRequest) -> Select[Any] | None:
+        """The ids of the pair rows of two string criteria (see indexer.STRING_PAIRS), when they
+        drive the search."""
         if req.driver_rows is not None and req.driver_rows < self.PAIR_BEATS:
             return None
+        return self.pair_ids(req)
+
+    def pair_ids(self, req: SearchRequest) -> Select[Any] | None:
+        """The ids of the pair rows of two string criteria: one range of the first parameter's
+        values, the second filtered inside the index."""
         found = self._pair(req)
         if found is None:
             return None
@@ -709,7 +729,7 @@ class Compiler:
         ids = select(t.c.res_id).where(
             t.c.res_type == req.resource_type, t.c.param == pair_param(first, second),
             or_(_prefix(v, a + PAIR_SEPARATOR + b), longer))
-        return resources.c.res_id.in_(ids)
+        return ids
 
     def where(self, req: SearchRequest) -> list[ColumnElement[bool]]:
         r = resources.c
@@ -720,23 +740,40 @@ class Compiler:
         if req.driver is not None:
             order.remove(req.driver)
             order.insert(0, req.driver)
-        pair = self.pair_driver(req)
-        answered: set[int] = self.pair_answers(req) if pair is not None else set()
-        if pair is None and not any(_selectivity(req.resource_type, c) <= 2 for c in req.clauses):
+        driver = self.pair_driver(req)
+        answered: set[int] = self.pair_answers(req) if driver is not None else set()
+        if driver is None and not any(_selectivity(req.resource_type, c) <= 2 for c in req.clauses):
             group = self.chain_group_driver(req)
             if group is not None:
-                pair, answered = group
-        if pair is not None:
-            conds.append(pair)
+                driver, answered = group
+        rest: list[Clause] = []
         for n, i in enumerate(order):
             c = req.clauses[i]
             if i in answered:
                 continue
-            if n == 0 and pair is None and _selectivity(req.resource_type, c) < 9:
-                conds.append(self.clause(req.resource_type, c, r.res_id))
+            if n == 0 and driver is None and _selectivity(req.resource_type, c) < 9:
+                ids, negate = self.matching_ids(req.resource_type, c)
+                if negate or isinstance(ids, list):  # an id list: nothing to look up
+                    conds.append(self.clause(req.resource_type, c, r.res_id))
+                else:
+                    driver = ids
+            elif driver is not None:
+                rest.append(c)
             else:
                 conds.append(self.check(req.resource_type, c, r.res_type, r.res_id))
+        if driver is not None:
+            conds.append(r.res_id.in_(self._checked(req.resource_type, driver, rest)))
         return conds
+
+    def _checked(self, rtype: str, driver: Any, clauses: list[Clause]) -> Any:
+        """The driver's ids that pass the other criteria, checked on the ids' own index rows
+        before any resource is read: a check needs only the id, and a resource row is larger
+        and further away than an index entry (a directory chain with 781 candidate roles and a
+        ``role=`` check: 8.4 ms checking after reading each resource, 4.4 ms before)."""
+        if not clauses:
+            return driver
+        d = driver.subquery("driver")
+        return select(d.c.res_id).where(*(self.check(rtype, c, rtype, d.c.res_id) for c in clauses))
 
     def page(self, req: SearchRequest, visible: list[ColumnElement[bool]]) -> Select[Any]:
         r = resources.c
