@@ -54,9 +54,10 @@ class Backend:
                 conn.execute(text(f'CREATE DATABASE "{self.db_name}"'))
             admin.dispose()
             self.url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.db_name
-        # many tests sign in wrongly from 127.0.0.1: the per-address throttle has its own test
+        # many tests sign in wrongly from 127.0.0.1: the per-address throttle has its own test; the
+        # rights worker is run by the tests of rights that end (test_rights_days.py), not in the server
         self.settings = Settings(data_dir=tmp, database_url=self.url, secret_key="test-key-not-secret",
-                                 signin_address_max_failures=10_000)
+                                 signin_address_max_failures=10_000, rights_recheck_seconds=0)
         self.engine = make_engine(self.settings)
         upgrade(self.engine)
 

@@ -29,6 +29,7 @@ from carnet.fhir.capability import capability_statement
 from carnet.fhir.router import status_of
 from carnet.ledger.keys import load_signer, origin_of
 from carnet.ledger.sequencer import LedgerWorker, Sequencer
+from carnet.policy.rights import RightsWorker
 from carnet.web.portal import Portal
 from carnet.wiring import build_router
 
@@ -105,7 +106,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             worker = LedgerWorker(Sequencer(engine, load_signer(settings), origin_of(settings),
                                             checkpoint_seconds=settings.ledger_checkpoint_seconds))
             worker.start()
+        # rights that end or begin on a day with no write to say so
+        every = settings.rights_recheck_seconds
+        rights = RightsWorker(engine, every) if every else None
+        if rights is not None:
+            rights.start()
         yield {HEADER_SECONDS_STATE: settings.header_read_seconds}  # read by carnet.api.limits.HttpProtocol
+        if rights is not None:
+            rights.stop()
         if worker is not None:
             worker.stop()
         engine.dispose()

@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     ledger_sequencer: bool = Field(
         True, description="run the sequencer (numbering audit entries, signing checkpoints) in each server "
         "process; several processes share the work safely")
+    rights_recheck_seconds: float = Field(
+        60.0, ge=0, description="how often each server process derives again the rights of records whose "
+        "day has come (a care-team, consent or representative period starts or ends, a minor comes of "
+        "age); until then their rights are refused, not widened; 0: off")
     # OAuth 2.0 / OpenID Connect authorisation server (carnet.auth, docs/auth.md)
     access_token_ttl_seconds: int = Field(
         300, description="lifetime of access tokens (JWT, signed with the key in the keys folder)")

@@ -99,8 +99,8 @@ class World:
                 assert r.status_code == 200, r.text
         return Actor(name, Kind.PATIENT, pid, matricule=matricule)
 
-    def minor(self, name: str, parent: Actor) -> Actor:
-        child = self.patient(name, born=date(date.today().year - 8, 2, 3))
+    def minor(self, name: str, parent: Actor, *, born: date | None = None) -> Actor:
+        child = self.patient(name, born=born or date(date.today().year - 8, 2, 3))
         self.fhir.create({"resourceType": "RelatedPerson", "patient": {"reference": f"Patient/{child.id}"},
                           "relationship": [{"coding": [{
                               "system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "GUARD"}]}],

@@ -35,7 +35,7 @@ from carnet.fhir.values import date_range, instant_text, now_us
 from carnet.ledger.merkle import inclusion_proof, leaf_hash
 from carnet.ledger.store import DbNodes, latest_checkpoint
 from carnet.policy.dicah import readable_types
-from carnet.policy.rights import Level
+from carnet.policy.rights import Level, holds_today
 
 PREFIXES = ("eq", "ge", "le", "gt", "lt")
 SORTS = {"date": True, "-date": False, "": False}
@@ -53,7 +53,8 @@ def reader_condition(repo: Repository) -> ColumnElement[bool] | None:
         return None
     if who.kind == Kind.PATIENT and who.resource_id:
         represented = select(access_rights.c.patient_id).where(
-            access_rights.c.actor == who.fhir_user, access_rights.c.level == int(Level.REPRESENTATIVE))
+            access_rights.c.actor == who.fhir_user, access_rights.c.level == int(Level.REPRESENTATIVE),
+            holds_today(access_rights.c))
         return (t.patient_id == who.resource_id) | t.patient_id.in_(represented)
     if who.kind == Kind.PRACTITIONER and who.fhir_user:
         # their own trail, but not their refused attempts: the event of a read answered 404 names

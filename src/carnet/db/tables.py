@@ -241,6 +241,10 @@ access_rights = Table(
     Column("actor", String(80), primary_key=True),
     Column("patient_id", ID, primary_key=True),
     Column("level", Integer, nullable=False),
+    # the UTC day (days since 1970-01-01) from which the row may no longer hold, because a period of
+    # its sources starts or ends or the patient comes of age: from then on the row is ignored until
+    # the record's rights are derived again (carnet.policy.rights.RightsWorker); null: no such day
+    Column("until_day", Integer, nullable=True),
 )
 Index("ix_access_rights_patient", access_rights.c.patient_id)
 
@@ -264,7 +268,9 @@ record_access = Table(
     Column("qualified", Boolean, nullable=False),
     Column("emergency_opposed", Boolean, nullable=False),
     Column("minor", Boolean, nullable=False),
+    Column("recheck_day", Integer, nullable=True),  # when the rights must be derived again (until_day)
 )
+Index("ix_record_access_recheck", record_access.c.recheck_day)
 
 
 # The OAuth 2.0 / OpenID Connect authorisation server (carnet.auth). Instants in microseconds like

@@ -52,7 +52,7 @@ from carnet.fhir.searchparams import params_for, resource_types
 from carnet.policy import scope_allows
 from carnet.policy.attributes import Visibility
 from carnet.policy.matrix import Habilitations, load_habilitations
-from carnet.policy.rights import SOURCES, Level, minors_represented_by, recompute
+from carnet.policy.rights import SOURCES, Level, holds_today, minors_represented_by, recompute
 
 if TYPE_CHECKING:
     from carnet.fhir.store import Repository
@@ -113,7 +113,8 @@ def _holds(c: Any, actor: str | None, levels: tuple[Level, ...]) -> ColumnElemen
     a = access_rights.c
     low, high = int(min(levels)), int(max(levels))
     assert high - low + 1 == len(levels), "levels must be contiguous"
-    level = select(a.level).where(a.actor == actor, a.patient_id == c.patient_id).scalar_subquery()
+    level = select(a.level).where(a.actor == actor, a.patient_id == c.patient_id,
+                                  holds_today(a)).scalar_subquery()
     return level == low if low == high else level.between(low, high)  # no expanding IN to render
 
 
@@ -254,7 +255,7 @@ class DicahPolicy:
                 a = access_rights.c
                 unmasked_or_mine = or_(c.visibility.op("&")(int(Visibility.MASQUE_PS)) == 0, c.author == me)
                 conditions = [select(a.level).where(
-                    a.actor == me, a.patient_id == c.patient_id,
+                    a.actor == me, a.patient_id == c.patient_id, holds_today(a),
                     or_(a.level == int(Level.FULL), and_(a.level == int(Level.READ), unmasked_or_mine)),
                 ).scalar_subquery().is_not(None), habilitated]
             else:
@@ -354,7 +355,8 @@ class DicahPolicy:
         mine = patient_id is not None and (patient_id == me or repo.conn.execute(
             select(access_rights.c.level).where(
                 access_rights.c.actor == principal.fhir_user, access_rights.c.patient_id == patient_id,
-                access_rights.c.level == int(Level.REPRESENTATIVE))).first() is not None)
+                access_rights.c.level == int(Level.REPRESENTATIVE), holds_today(access_rights.c)
+            )).first() is not None)
         if not mine:
             raise Forbidden(_t("Un patient n'écrit que dans son dossier "
                                "(ou celui d'un mineur qu'il représente)",

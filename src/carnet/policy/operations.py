@@ -24,7 +24,7 @@ from carnet.errors import bilingual as _t
 from carnet.fhir.parameters import one, parameters, request_body
 from carnet.fhir.router import FhirRequest, FhirResponse, FhirRouter, Operation
 from carnet.fhir.store import Repository
-from carnet.policy.rights import Level, RecordRights, rights_of
+from carnet.policy.rights import Level, RecordRights, holds_today, rights_of
 
 EMERGENCY_TTL_SECONDS = 900
 REGULATION_ROLE = "centre15"
@@ -91,7 +91,8 @@ def access_summary(repo: Repository, rid: str) -> dict[str, Any]:
     allowed = who.kind in (Kind.SYSTEM, Kind.OPERATOR) or (who.kind == Kind.PATIENT and (
         who.resource_id == rid or repo.conn.execute(select(access_rights.c.level).where(
             access_rights.c.actor == who.fhir_user, access_rights.c.patient_id == rid,
-            access_rights.c.level == int(Level.REPRESENTATIVE))).first() is not None))
+            access_rights.c.level == int(Level.REPRESENTATIVE),
+            holds_today(access_rights.c))).first() is not None))
     if not allowed:  # a professional, another patient: as if the record did not exist
         raise NotFound(f"Patient/{rid} is not known")
     rights = _record(repo, rid)

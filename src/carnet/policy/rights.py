@@ -14,14 +14,19 @@ my record" read the same derivation, so the reasons shown are the ones enforced.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import IntEnum
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, select
+from sqlalchemy import ColumnElement, Connection, Engine, Integer, and_, delete, insert, or_, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
+from carnet.db.engine import run_write
 from carnet.db.tables import access_rights, idx_token, record_access, resources
 from carnet.errors import bilingual as _t
 from carnet.fhir import jsonio
@@ -29,7 +34,10 @@ from carnet.identity import nir
 from carnet.identity.fhir import ins_identifiers, read_reliability
 from carnet.identity.status import IdentityStatus
 
+log = logging.getLogger("carnet.policy")
+
 SOURCES = ("Patient", "CareTeam", "Consent", "RelatedPerson")
+EPOCH = date(1970, 1, 1)
 # v3-ActReason: emergency treatment, break the glass
 EMERGENCY_PURPOSES = frozenset({"ETREAT", "BTG", "ERTREAT"})
 MAJORITY = 18
@@ -58,6 +66,9 @@ class RecordRights:
     minor: bool = False
     grants: dict[str, Grant] = field(default_factory=dict)  # blocked actors have level BLOCKED
     notes: list[str] = field(default_factory=list)
+    # the first day after the derivation's on which it may differ: a period of a source starts or
+    # ends, or the patient comes of age (None: no such day)
+    recheck: date | None = None
 
     def level(self, actor: str) -> Level | None:
         grant = self.grants.get(actor)
@@ -105,6 +116,54 @@ def _in_period(period: Any, today: date) -> bool:
     start, end = period.get("start"), period.get("end")
     day = today.isoformat()
     return not ((isinstance(start, str) and start[:10] > day) or (isinstance(end, str) and end[:10] < day))
+
+
+def _boundaries(period: Any, today: date) -> list[date]:
+    """The days after ``today`` on which ``period`` starts, or ends (the day after its end)."""
+    out = []
+    if isinstance(period, dict):
+        for key, shift in (("start", 0), ("end", 1)):
+            value = period.get(key)
+            if not isinstance(value, str):
+                continue
+            try:
+                day = date.fromisoformat(value[:10]) + timedelta(days=shift)
+            except ValueError:
+                continue
+            if day > today:
+                out.append(day)
+    return out
+
+
+def _coming_of_age(birth: Any, today: date) -> date | None:
+    if not isinstance(birth, str) or len(birth) < 10:
+        return None
+    try:
+        born = date.fromisoformat(birth[:10])
+    except ValueError:
+        return None
+    try:
+        day = born.replace(year=born.year + MAJORITY)
+    except ValueError:  # born on 29 February
+        day = date(born.year + MAJORITY, 3, 1)
+    return day if day > today else None
+
+
+def _recheck(patient: dict[str, Any], by_type: dict[str, list[dict[str, Any]]], today: date) -> date | None:
+    days: list[date] = []
+    for team in by_type.get("CareTeam", ()):
+        days += _boundaries(team.get("period"), today)
+        for part in team.get("participant") or []:
+            days += _boundaries((part or {}).get("period") if isinstance(part, dict) else None, today)
+    for consent in by_type.get("Consent", ()):
+        provision = consent.get("provision")
+        days += _boundaries(provision.get("period") if isinstance(provision, dict) else None, today)
+    for person in by_type.get("RelatedPerson", ()):
+        days += _boundaries(person.get("period"), today)
+    adult = _coming_of_age(patient.get("birthDate"), today)
+    if adult is not None:
+        days.append(adult)
+    return min(days, default=None)
 
 
 PractitionerOf = Callable[[str, str], str | None]  # (type, id) of a Practitioner(Role) -> "Practitioner/<id>"
@@ -210,6 +269,7 @@ def derive(patient_id: str, sources: Iterable[tuple[str, dict[str, Any]]], *,
 
     grants.update(blocks)  # a block wins over any authorisation, médecin traitant included
     rights.grants = grants
+    rights.recheck = _recheck(patient, by_type, today)
     return rights
 
 
@@ -246,27 +306,103 @@ def patients_by_ins(conn: Connection, values: set[str]) -> list[str]:
     return sorted({r.res_id for r in rows})
 
 
-def rights_of(conn: Connection, patient_id: str) -> RecordRights:
+def rights_of(conn: Connection, patient_id: str, today: date | None = None) -> RecordRights:
     return derive(patient_id, _sources(conn, patient_id), practitioner_of=_practitioner_of(conn),
-                  patient_by_ins=lambda values: patients_by_ins(conn, values))
+                  patient_by_ins=lambda values: patients_by_ins(conn, values), today=today)
 
 
-def recompute(conn: Connection, patient_id: str) -> RecordRights:
+def day_number(day: date) -> int:
+    return (day - EPOCH).days
+
+
+class utc_day(FunctionElement[int]):
+    """Today's UTC day (days since 1970-01-01), computed by the database when the statement runs,
+    so that predicates built once stay right from one day to the next."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(utc_day, "sqlite")
+def _utc_day_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
+    return "CAST(julianday('now') - 2440587.5 AS INTEGER)"
+
+
+@compiles(utc_day, "postgresql")
+def _utc_day_postgresql(element: Any, compiler: Any, **kw: Any) -> str:
+    return "(CAST(timezone('UTC', now()) AS DATE) - DATE '1970-01-01')"
+
+
+def holds_today(a: Any) -> ColumnElement[bool]:
+    """An ``access_rights`` row still holds: its record has not reached the day from which its
+    derivation may differ (until the rights worker derives it again, the row is ignored)."""
+    return or_(a.until_day.is_(None), a.until_day > utc_day())
+
+
+def recompute(conn: Connection, patient_id: str, today: date | None = None) -> RecordRights:
     """Derive the record's rights and store them (in the caller's transaction)."""
-    rights = rights_of(conn, patient_id)
+    rights = rights_of(conn, patient_id, today)
+    until = day_number(rights.recheck) if rights.recheck is not None else None
     conn.execute(delete(access_rights).where(access_rights.c.patient_id == patient_id))
     conn.execute(delete(record_access).where(record_access.c.patient_id == patient_id))
     rows = []
     for g in rights.grants.values():
         if g.level == Level.BLOCKED or (g.level == Level.REPRESENTATIVE and rights.open) or (
                 rights.open and rights.qualified):
-            rows.append({"actor": g.actor, "patient_id": patient_id, "level": int(g.level)})
+            rows.append({"actor": g.actor, "patient_id": patient_id, "level": int(g.level),
+                         "until_day": until})
     if rows:
         conn.execute(insert(access_rights), rows)
     conn.execute(insert(record_access).values(
         patient_id=patient_id, open=rights.open, qualified=rights.qualified,
-        emergency_opposed=rights.emergency_opposed, minor=rights.minor))
+        emergency_opposed=rights.emergency_opposed, minor=rights.minor, recheck_day=until))
     return rights
+
+
+def recheck_due(engine: Engine, today: date | None = None, limit: int = 200) -> int:
+    """Derive again the rights of records whose recheck day has come (at most ``limit`` of them,
+    each in a transaction of its own). Returns how many were derived."""
+    today = today or datetime.now(UTC).date()
+    ra = record_access.c
+    with engine.connect() as conn:
+        due = [r.patient_id for r in conn.execute(
+            select(ra.patient_id).where(ra.recheck_day <= day_number(today)).limit(limit))]
+    for patient_id in due:
+        def derive_again(conn: Connection, pid: str = patient_id) -> None:
+            recompute(conn, pid, today)
+        run_write(engine, derive_again)
+    return len(due)
+
+
+class RightsWorker:
+    """Derives again, in a background thread of a server process, the rights of records whose
+    recheck day has come: every ``interval`` seconds, or at once while records are due. Between
+    the day's start and that run, the records' rows are ignored (access is refused, not widened).
+    Several processes may each run one: deriving a record twice gives the same rows."""
+
+    def __init__(self, engine: Engine, interval: float = 60.0, batch: int = 200) -> None:
+        self.engine, self.interval, self.batch = engine, interval, batch
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._loop, name="carnet-rights", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                done = recheck_due(self.engine, limit=self.batch)
+            except Exception:  # the next run retries; the rows stay ignored meanwhile
+                log.exception("deriving the rights of records again failed; retrying")
+                done = 0
+            if done < self.batch:
+                self.stopping.wait(self.interval)
 
 
 def minors_represented_by(conn: Connection, patient: dict[str, Any]) -> list[str]:
