@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, text
 
+from carnet.background import Background
 from carnet.db.engine import run_write
 from carnet.db.tables import ledger_checkpoints, ledger_nodes
 from carnet.fhir.values import now_us
@@ -199,34 +199,16 @@ class Sequencer:
         return edge.size
 
 
-class LedgerWorker:
+class LedgerWorker(Background):
     """Runs the sequencer in a background thread of a server process: a run as soon as the last
     one found a full batch, else every ``interval`` seconds. Several processes may each run one."""
 
+    name = "carnet-ledger"
+    failure = "the ledger sequencer failed; retrying"  # the rows wait in the queue meanwhile
+
     def __init__(self, sequencer: Sequencer, interval: float = 0.5) -> None:
+        super().__init__(interval, retry_after=5 * interval, logger=log)
         self.sequencer = sequencer
-        self.interval = interval
-        self.stopping = threading.Event()
-        self.thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self._loop, name="carnet-ledger", daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        if self.thread is not None:
-            self.thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                progress = self.sequencer.run()
-            except Exception:  # the next run retries; the rows wait in the queue meanwhile
-                log.exception("the ledger sequencer failed; retrying")
-                self.stopping.wait(5 * self.interval)
-                continue
-            if progress.sequenced < self.sequencer.batch:
-                self.stopping.wait(self.interval)
-            else:
-                time.sleep(0)  # let request threads in between two full batches
+    def step(self) -> bool:
+        return self.sequencer.run().sequenced >= self.sequencer.batch

@@ -15,7 +15,6 @@ my record" read the same derivation, so the reasons shown are the ones enforced.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -26,6 +25,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Integer, and_, delete,
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
+from carnet.background import Background
 from carnet.db.engine import run_write
 from carnet.db.tables import access_rights, idx_token, record_access, resources
 from carnet.errors import bilingual as _t
@@ -374,35 +374,21 @@ def recheck_due(engine: Engine, today: date | None = None, limit: int = 200) -> 
     return len(due)
 
 
-class RightsWorker:
+class RightsWorker(Background):
     """Derives again, in a background thread of a server process, the rights of records whose
     recheck day has come: every ``interval`` seconds, or at once while records are due. Between
     the day's start and that run, the records' rows are ignored (access is refused, not widened).
     Several processes may each run one: deriving a record twice gives the same rows."""
 
+    name = "carnet-rights"
+    failure = "deriving the rights of records again failed; retrying"  # their rows stay ignored
+
     def __init__(self, engine: Engine, interval: float = 60.0, batch: int = 200) -> None:
-        self.engine, self.interval, self.batch = engine, interval, batch
-        self.stopping = threading.Event()
-        self.thread: threading.Thread | None = None
+        super().__init__(interval, logger=log)
+        self.engine, self.batch = engine, batch
 
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self._loop, name="carnet-rights", daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        if self.thread is not None:
-            self.thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                done = recheck_due(self.engine, limit=self.batch)
-            except Exception:  # the next run retries; the rows stay ignored meanwhile
-                log.exception("deriving the rights of records again failed; retrying")
-                done = 0
-            if done < self.batch:
-                self.stopping.wait(self.interval)
+    def step(self) -> bool:
+        return recheck_due(self.engine, limit=self.batch) >= self.batch
 
 
 def minors_represented_by(conn: Connection, patient: dict[str, Any]) -> list[str]:
