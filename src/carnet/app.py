@@ -24,7 +24,7 @@ from carnet.auth.issuer import TokenIssuer
 from carnet.auth.server import CarnetAuthorizationServer
 from carnet.auth.sessions import SignInSessions
 from carnet.config import Mode, Settings
-from carnet.db.engine import make_engine
+from carnet.db.engine import WalCheckpointer, make_engine
 from carnet.fhir.capability import capability_statement
 from carnet.fhir.router import status_of
 from carnet.ledger.keys import load_signer, origin_of
@@ -89,7 +89,8 @@ async def health(request: Request) -> Response:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
-    engine = make_engine(settings, statement_seconds=settings.statement_timeout_seconds)
+    engine = make_engine(settings, statement_seconds=settings.statement_timeout_seconds,
+                         background_checkpoints=True)
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     base = settings.public_base_url + "/fhir"
     router = build_router(settings, engine)
@@ -106,6 +107,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             worker = LedgerWorker(Sequencer(engine, load_signer(settings), origin_of(settings),
                                             checkpoint_seconds=settings.ledger_checkpoint_seconds))
             worker.start()
+        checkpoints = WalCheckpointer(engine) if engine.dialect.name == "sqlite" else None
+        if checkpoints is not None:
+            checkpoints.start()
         # rights that end or begin on a day with no write to say so
         every = settings.rights_recheck_seconds
         rights = RightsWorker(engine, every) if every else None
@@ -114,6 +118,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         yield {HEADER_SECONDS_STATE: settings.header_read_seconds}  # read by carnet.api.limits.HttpProtocol
         if rights is not None:
             rights.stop()
+        if checkpoints is not None:
+            checkpoints.stop()
         if worker is not None:
             worker.stop()
         engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import sqlite3
@@ -18,6 +19,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from carnet.background import Background
 from carnet.config import Settings
 
 
@@ -31,6 +33,34 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA temp_store=MEMORY")
     cur.execute("PRAGMA mmap_size=268435456")
     cur.close()
+
+
+def _no_autocheckpoint(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
+
+
+class WalCheckpointer(Background):
+    """Copies a SQLite file's write-ahead log back into the database from a thread of the server
+    process, every ``interval`` seconds (a passive checkpoint: writers and readers go on).
+
+    By default the commit that grows the log past 1,000 pages does it, and that request waits
+    for the copy and the database file's fsync: at 500k practitioners (5.5 GB), one request in a
+    hundred or so took 10-30 ms longer than the others for that alone."""
+
+    name = "carnet-checkpoint"
+    failure = "checkpointing the SQLite write-ahead log failed; retrying"
+
+    def __init__(self, engine: Engine, interval: float = 0.5) -> None:
+        super().__init__(interval, logger=logging.getLogger("carnet.db"))
+        self.engine = engine
+
+    def step(self) -> bool:
+        raw = self.engine.raw_connection()  # autocommit: the checkpoint runs outside any transaction
+        try:
+            raw.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            raw.close()
+        return False
 
 
 def _sqlite_begin(conn: Any) -> None:
@@ -86,11 +116,12 @@ def is_timeout(exc: BaseException) -> bool:
 
 
 def make_engine(settings: Settings, url: str | None = None, *,
-                statement_seconds: float | None = None) -> Engine:
+                statement_seconds: float | None = None, background_checkpoints: bool = False) -> Engine:
     """The engine of a database. ``statement_seconds`` (the server's, not the command line's: a
     migration or a backup may run longer) stops a statement that runs longer: PostgreSQL's
     ``statement_timeout``, on SQLite a progress handler timing reading statements; the error it
-    raises is recognised by :func:`is_timeout`."""
+    raises is recognised by :func:`is_timeout`. ``background_checkpoints``: on a SQLite file, no
+    commit copies the write-ahead log back into the database; a :class:`WalCheckpointer` must."""
     url = url or settings.sqlalchemy_url
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -99,6 +130,8 @@ def make_engine(settings: Settings, url: str | None = None, *,
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30,
                                                   "isolation_level": None})
         event.listen(engine, "connect", _sqlite_pragmas)
+        if background_checkpoints:
+            event.listen(engine, "connect", _no_autocheckpoint)
         event.listen(engine, "begin", _sqlite_begin)
         if statement_seconds:
             _sqlite_statement_limit(engine, statement_seconds)
