@@ -34,13 +34,13 @@ def _engine(world: World) -> Any:
     return world.fhir.backend.engine
 
 
-def _next_day_comes(world: World, patient: Actor) -> None:
-    """What the calendar does to the stored rows overnight: their day comes one day closer."""
+def _next_day_comes(world: World, patient: Actor, days: int = 1) -> None:
+    """What the calendar does to the stored rows overnight: their day comes ``days`` days closer."""
     with _engine(world).connect().execution_options(carnet_write=True) as conn, conn.begin():
-        conn.execute(text("UPDATE access_rights SET until_day = until_day - 1 WHERE patient_id = :p"),
-                     {"p": patient.id})
-        conn.execute(text("UPDATE record_access SET recheck_day = recheck_day - 1 WHERE patient_id = :p"),
-                     {"p": patient.id})
+        conn.execute(text("UPDATE access_rights SET until_day = until_day - :d WHERE patient_id = :p"),
+                     {"p": patient.id, "d": days})
+        conn.execute(text("UPDATE record_access SET recheck_day = recheck_day - :d WHERE patient_id = :p"),
+                     {"p": patient.id, "d": days})
 
 
 def _stored_days(world: World, patient: Actor) -> tuple[set[int | None], int | None]:
@@ -102,14 +102,14 @@ def test_a_care_team_membership_that_starts_tomorrow_opens_the_record_on_its_day
 def test_a_representative_stops_acting_for_a_minor_who_comes_of_age(world: World) -> None:
     parent = world.patient("parent")
     eighteen = _today() + timedelta(days=1)
-    if (eighteen.month, eighteen.day) == (2, 29):  # nobody is born on a day that year lacks
-        pytest.skip("no birthday falls eighteen years before 29 February")
+    if (eighteen.month, eighteen.day) == (2, 29):  # 18 years before, no 29 February: the day after
+        eighteen += timedelta(days=1)
     child = world.minor("child", parent, born=eighteen.replace(year=eighteen.year - 18))
     doc = world.document(child)
     assert world.sees(parent, f"DocumentReference/{doc}")
     assert _stored_days(world, child)[1] == day_number(eighteen)
 
-    _next_day_comes(world, child)
+    _next_day_comes(world, child, (eighteen - _today()).days)
     assert not world.sees(parent, f"DocumentReference/{doc}")
     assert recheck_due(_engine(world), today=eighteen) == 1
     assert not world.sees(parent, f"DocumentReference/{doc}")  # an adult now: no representative
@@ -121,8 +121,7 @@ def test_the_rights_worker_derives_due_records_again_by_itself(world: World) -> 
     doctor = world.professional("doctor", "10")
     doc = world.document(alice)
     _authorise_until(world, alice, doctor, _today() + timedelta(days=1))  # still valid tomorrow
-    _next_day_comes(world, alice)
-    _next_day_comes(world, alice)  # stored as if derived two days ago: due today, refused meanwhile
+    _next_day_comes(world, alice, 2)  # stored as if derived two days ago: due today, refused meanwhile
     assert not world.sees(doctor, f"DocumentReference/{doc}")
     worker = RightsWorker(_engine(world), interval=0.05)
     worker.start()
