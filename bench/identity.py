@@ -167,12 +167,14 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4, help="concurrent clients loading Bundles")
     ap.add_argument("--sample", type=int, default=500)
     ap.add_argument("--name", default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the data folder for later runs")
     args = ap.parse_args()
     name = args.name or f"identity-{args.db}"
     out: dict[str, Any] = {"benchmark": "identity", "db": args.db, "machine": machine(),
-                           "settings": vars(args), "target_p99_ms": TARGET_P99_MS}
+                           "settings": {k: v for k, v in vars(args).items() if k != "keep"},
+                           "target_p99_ms": TARGET_P99_MS}
     rng = random.Random(11)
-    with workdir() as work, carnet_server(args.db, work) as srv:
+    with workdir(args.keep) as work, carnet_server(args.db, work) as srv:
         loads: dict[str, Any] = {}
         samples: dict[str, list[dict[str, Any]]] = {}
         for kind, count, per in (("patient", args.patients, 500), ("practitioner", args.practitioners, 250)):

@@ -13,9 +13,11 @@ from collections.abc import Iterator
 import httpx
 import pyotp
 import pytest
+from sqlalchemy import select, update
 
-from carnet.auth.accounts import AccountStore
+from carnet.auth.accounts import AccountStore, Outcome
 from carnet.auth.clients import ClientType
+from carnet.db.tables import patient_accounts
 from tests.conftest import Fhir
 from tests.functional.oauth_helpers import (
     Browser,
@@ -190,7 +192,8 @@ def test_account_command(fhir: Fhir, tmp_path: object) -> None:
     secret = re.search(r"totp secret: (\w+)", r.stdout)
     assert secret
     stored = accounts(fhir).get("lucie")
-    assert stored is not None and stored.patient_id == pid and stored.totp_secret == secret.group(1)
+    assert stored is not None and stored.patient_id == pid and accounts(fhir).totp_secret(stored) == secret.group(1)
+    assert stored.totp_sealed and secret.group(1) not in stored.totp_sealed
     # the operator's command is traced on the record it touched, without the secret
     traced = [e["resource"] for e in fhir.get("AuditEvent", params={
         "patient": pid, "subtype": "admin:account-add"}).json().get("entry", [])]
@@ -228,3 +231,56 @@ def test_an_address_that_fails_too_often_is_refused_whatever_account_it_tries(fh
     finally:
         server.stop()
     assert verifier
+
+
+def stored_secret(fhir: Fhir, username: str) -> str:
+    with fhir.backend.engine.connect() as conn:
+        return str(conn.execute(select(patient_accounts.c.totp_secret)
+                                .where(patient_accounts.c.username == username)).scalar_one())
+
+
+def store_secret(fhir: Fhir, username: str, value: str) -> None:
+    """Write a TOTP secret into the row by hand, as a new enrolment (no step used yet)."""
+    with fhir.backend.engine.begin() as conn:
+        conn.execute(update(patient_accounts).where(patient_accounts.c.username == username)
+                     .values(totp_secret=value, totp_last_step=None))
+
+
+def test_the_totp_secret_is_stored_sealed_and_opens_for_its_own_account_only(fhir: Fhir) -> None:
+    """A copy of the database gives no second factor, and a sealed secret moved to another
+    account (by someone who can write the table) makes no code that account accepts."""
+    _, pid = add_patient(fhir)
+    _, other = add_patient(fhir, "1700575056045", "BERNARD", "PAUL")
+    store = accounts(fhir)
+    secret = store.add("lucie", PASSWORD, pid)
+    assert secret and store.add("paul", PASSWORD, other)
+    sealed = stored_secret(fhir, "lucie")
+    assert sealed.startswith("v1.") and secret not in sealed
+    store_secret(fhir, "paul", sealed)
+    assert store.check_password("paul", PASSWORD).outcome is Outcome.OK
+    assert store.check_totp("paul", fresh_totp(secret)).outcome is Outcome.WRONG
+    assert store.check_totp("lucie", fresh_totp(secret)).outcome is Outcome.OK
+
+
+def test_a_secret_stored_in_clear_by_an_earlier_version_is_sealed_and_keeps_working(fhir: Fhir) -> None:
+    """``carnet migrate`` seals the secrets an earlier version stored in clear; a sign-in with one
+    that is still in clear works and seals it. Either way the patient's authenticator still fits."""
+    from tests.support.cli import run_carnet
+
+    _, pid = add_patient(fhir)
+    store = accounts(fhir)
+    store.add("lucie", PASSWORD, pid)
+    clear = pyotp.random_base32()
+    store_secret(fhir, "lucie", clear)
+    env = {"CARNET_DATABASE_URL": fhir.backend.url, "CARNET_DATA_DIR": str(fhir.backend.tmp)}
+    r = run_carnet("migrate", env=env)
+    assert r.exit_code == 0 and "sealed 1 TOTP secrets stored in clear" in r.stderr, r.stderr
+    sealed = stored_secret(fhir, "lucie")
+    assert sealed.startswith("v1.") and clear not in sealed
+    assert store.check_totp("lucie", fresh_totp(clear)).outcome is Outcome.OK
+    assert "sealed" not in run_carnet("migrate", env=env).stderr  # nothing left to seal
+
+    again = pyotp.random_base32()
+    store_secret(fhir, "lucie", again)
+    assert store.check_totp("lucie", fresh_totp(again)).outcome is Outcome.OK
+    assert stored_secret(fhir, "lucie").startswith("v1.") and again not in stored_secret(fhir, "lucie")

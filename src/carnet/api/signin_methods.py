@@ -149,8 +149,8 @@ async def patient_password(request: Request) -> Response:
         state["attempted"] = form.get("username", "")[:128]
         return await _failed(request, token, state, result.outcome, on_code_page=False)
     account = result.account
-    state.update(stage="code", username=account.username, totp=bool(account.totp_secret))
-    if not account.totp_secret and account.channel:
+    state.update(stage="code", username=account.username, totp=bool(account.totp_sealed))
+    if not account.totp_sealed and account.channel:
         code = accounts_mod.new_code()
         state.update(code_hash=accounts_mod.code_hash(code), code_expires=time.time() + SENT_CODE_SECONDS)
         await run_in_threadpool(signin.notifier.send_code, account.channel, account.username, code)

@@ -7,17 +7,24 @@ sign-in. Failures (wrong password or wrong code) are counted per account: after
 whatever is presented, and a success resets the count. Unknown usernames cost the same
 password-hash time as known ones.
 
+A TOTP secret is a shared secret, not a hash: whoever reads it makes valid codes. It is stored
+sealed (AES-256-GCM under a key derived from the patient's data key, bound to the username), so
+that a copy of the database, a backup or a log of its rows gives no second factor; a secret stored
+in clear by an earlier version is sealed by ``carnet migrate``/``carnet serve`` or at its next use.
+
 A legal representative has an account of their own, bound to their own Patient; acting for a
 minor is decided by the access policy, not here.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
 import importlib
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -27,12 +34,17 @@ from typing import Any, Protocol
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from carnet.config import Settings
+from carnet.crypto.keyfiles import load_keyring
+from carnet.crypto.keys import Keyring
+from carnet.crypto.sqlstore import SqlDataKeyStore
 from carnet.db.tables import patient_accounts
-from carnet.errors import Conflict, Invalid, NotFound
+from carnet.errors import CarnetError, Conflict, Invalid, NotFound
 
 log = logging.getLogger("carnet.auth")
 notify_log = logging.getLogger("carnet.notify")
@@ -42,6 +54,8 @@ _HASHER = PasswordHasher()
 _DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
 MIN_PASSWORD = 10
 TOTP_STEP = 30
+SEALED = "v1."  # the prefix of a sealed TOTP secret (anything else is a clear one from before)
+_TOTP_PURPOSE = b"carnet totp secret v1"
 
 
 class Outcome(StrEnum):
@@ -54,7 +68,7 @@ class Outcome(StrEnum):
 class Account:
     username: str
     patient_id: str
-    totp_secret: str | None
+    totp_sealed: str | None  # the TOTP secret as stored (sealed): see :meth:`AccountStore.totp_secret`
     channel: str | None
     failed_count: int
     locked_until: int | None  # seconds
@@ -121,6 +135,56 @@ class AccountStore:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
         self.engine = engine
+        self._keyring: Keyring | None = None
+        self._keys = SqlDataKeyStore(engine)
+
+    # -- the sealed TOTP secret ----------------------------------------------------------------
+
+    def _aead(self, patient_id: str) -> AESGCM:
+        if self._keyring is None:
+            self._keyring = load_keyring(self.settings.keys_path)
+        data_key = self._keyring.data_key(patient_id, self._keys, create=True)
+        return AESGCM(data_key.derive(_TOTP_PURPOSE))
+
+    def seal(self, patient_id: str, username: str, secret: str) -> str:
+        nonce = os.urandom(12)
+        sealed = self._aead(patient_id).encrypt(nonce, secret.encode("ascii"), username.encode("utf-8"))
+        return SEALED + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
+
+    def totp_secret(self, account: Account) -> str | None:
+        """The account's TOTP secret in clear (to compute codes), or None: no TOTP, or a secret
+        that no longer opens (the patient's data key destroyed, a row copied to another account)."""
+        stored = account.totp_sealed
+        if not stored:
+            return None
+        if not stored.startswith(SEALED):
+            return stored  # clear, from before sealing: sealed by seal_clear_secrets
+        try:
+            raw = base64.urlsafe_b64decode(stored[len(SEALED):])
+            aead = self._aead(account.patient_id)
+            opened = aead.decrypt(raw[:12], raw[12:], account.username.encode("utf-8"))
+        except (CarnetError, InvalidTag, ValueError):
+            log.error("the TOTP secret of patient account %s does not open", account.username)
+            return None
+        return opened.decode("ascii")
+
+    def seal_clear_secrets(self) -> int:
+        """Seal the TOTP secrets stored in clear (by a version before sealing); answers how many."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(patient_accounts.c.username, patient_accounts.c.patient_id,
+                                       patient_accounts.c.totp_secret)
+                                .where(patient_accounts.c.totp_secret.is_not(None),
+                                       ~patient_accounts.c.totp_secret.startswith(SEALED))).all()
+        for row in rows:
+            sealed = self.seal(row.patient_id, row.username, row.totp_secret)
+            with self.engine.connect().execution_options(carnet_write=True) as conn, conn.begin():
+                conn.execute(update(patient_accounts)
+                             .where(patient_accounts.c.username == row.username,
+                                    patient_accounts.c.totp_secret == row.totp_secret)
+                             .values(totp_secret=sealed))
+        if rows:
+            log.warning("sealed %d TOTP secrets stored in clear", len(rows))
+        return len(rows)
 
     def get(self, username: str) -> Account | None:
         with self.engine.connect() as conn:
@@ -150,6 +214,7 @@ class AccountStore:
                 "required: TOTP or a channel for one-time codes"
             )
         secret = pyotp.random_base32() if totp else None
+        sealed = None if secret is None else self.seal(patient_id, name, secret)  # (its own transaction)
         try:
             with self.engine.connect().execution_options(carnet_write=True) as conn, conn.begin():
                 conn.execute(
@@ -157,7 +222,7 @@ class AccountStore:
                         username=name,
                         patient_id=patient_id,
                         password_hash=_HASHER.hash(password),
-                        totp_secret=secret,
+                        totp_secret=sealed,
                         channel=channel,
                         failed_count=0,
                         created_at=int(time.time() * _US),
@@ -232,11 +297,14 @@ class AccountStore:
     def check_totp(self, username: str, code: str) -> Check:
         """The second step with an authenticator: a current code (±1 step), never one already used."""
         account = self.get(username)
-        if account is None or not account.totp_secret:
+        if account is None or not account.totp_sealed:
             return Check(Outcome.WRONG)
         if self._locked(account):
             return Check(Outcome.LOCKED, account)
-        totp = pyotp.TOTP(account.totp_secret, interval=TOTP_STEP)
+        secret = self.totp_secret(account)
+        if secret is None:
+            return self._fail(account)
+        totp = pyotp.TOTP(secret, interval=TOTP_STEP)
         now = time.time()
         code = code.strip().replace(" ", "")
         step = None
@@ -258,6 +326,8 @@ class AccountStore:
             ).rowcount
         if used != 1:  # that code was already used: a replay
             return self._fail(account)
+        if not account.totp_sealed.startswith(SEALED):
+            self.seal_clear_secrets()
         self.succeeded(account)
         return Check(Outcome.OK, account)
 

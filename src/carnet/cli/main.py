@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,6 +17,9 @@ from carnet.cli.keys import blobs_group, keys_group
 from carnet.cli.ledger import ledger_group, verify, verify_proof
 from carnet.cli.policy import policy_group
 from carnet.config import Mode, Settings, describe
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 def _settings(data: Path | None = None, **overrides: object) -> Settings:
@@ -38,6 +42,15 @@ def main() -> None:
     """Carnet: personal health space and FHIR R4 server."""
 
 
+def _seal_clear_secrets(settings: Settings, engine: Engine) -> None:
+    """Seal what an earlier version stored in clear (TOTP secrets) once the schema has room."""
+    from carnet.auth.accounts import AccountStore
+
+    sealed = AccountStore(settings, engine).seal_clear_secrets()
+    if sealed:
+        click.echo(f"sealed {sealed} TOTP secrets stored in clear", err=True)
+
+
 @main.command()
 @data_option
 def migrate(data: Path | None) -> None:
@@ -48,6 +61,7 @@ def migrate(data: Path | None) -> None:
     settings = _settings(data)
     engine = make_engine(settings)
     upgrade(engine)
+    _seal_clear_secrets(settings, engine)
     click.echo(f"database at revision {current_revision(engine)}")
     engine.dispose()
 
@@ -67,6 +81,7 @@ def serve(data: Path | None, host: str | None, port: int | None, workers: int | 
     settings = _settings(data, host=host, port=port, workers=workers)
     engine = make_engine(settings)
     upgrade(engine)
+    _seal_clear_secrets(settings, engine)
     engine.dispose()
     settings.signing_key()  # create the development key once, before workers start
     click.echo(f"Carnet is running at {settings.public_base_url}/  (FHIR base "

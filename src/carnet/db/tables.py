@@ -366,7 +366,7 @@ patient_accounts = Table(
     Column("username", String(128), primary_key=True),  # lower-cased
     Column("patient_id", ID, nullable=False),
     Column("password_hash", String(255), nullable=False),
-    Column("totp_secret", String(64), nullable=True),
+    Column("totp_secret", String(160), nullable=True),  # sealed (carnet.auth.accounts), never in clear
     Column("totp_last_step", BigInteger, nullable=True),  # the last TOTP step accepted (no replay)
     Column("channel", String(255), nullable=True),  # where one-time codes are sent (Notifier)
     Column("failed_count", Integer, nullable=False, default=0),
