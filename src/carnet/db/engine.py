@@ -30,7 +30,13 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA cache_size=-65536")
-    cur.execute("PRAGMA temp_store=MEMORY")
+    # Temporary files stay files (SQLite's default, not temp_store=MEMORY): inside a savepoint (every
+    # job of a group commit, every entry of a batch) SQLite keeps the original of each page changed
+    # in a sub-journal, and a statement that may change several rows (DELETE, UPDATE, INSERT ...
+    # SELECT) truncates it back when it ends; in memory that walks the whole journal, so each such
+    # statement cost O(pages changed so far): 4.6 ms after 40k rows updated, 23 us with a file
+    # (bench/sqlite_subjournal.py). Small temporary structures stay in the page cache either way.
+    cur.execute("PRAGMA temp_store=FILE")
     cur.execute("PRAGMA mmap_size=268435456")
     cur.close()
 
