@@ -33,6 +33,8 @@ def build(path: Path, rows: int) -> None:
     c.execute("PRAGMA journal_mode=WAL")
     c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT UNIQUE, version INTEGER, v BLOB)")
     c.execute("CREATE TABLE q (id INTEGER PRIMARY KEY)")
+    c.execute("CREATE TABLE r (k TEXT NOT NULL, n INTEGER NOT NULL)")  # an index table: rows by key
+    c.execute("CREATE INDEX r_k ON r (k)")
     c.execute("BEGIN")
     c.executemany("INSERT INTO t (k, version, v) VALUES (?, 0, ?)",
                   ((f"k{i:09d}", os.urandom(900)) for i in range(rows)))
@@ -61,10 +63,17 @@ def measure(path: Path, store: str, steps: list[int], probes: int) -> list[dict[
         for i in range(probes):
             c.execute("INSERT OR IGNORE INTO q (id) VALUES (?)", (10**9 + i,))
         single = (time.perf_counter() - t) / probes * 1e6
+        c.executemany("INSERT INTO r (k, n) VALUES (?, ?)",
+                      ((f"r{i}", j) for i in range(probes) for j in range(3)))
+        t = time.perf_counter()
+        for i in range(probes):
+            c.execute("DELETE FROM r WHERE k = ?", (f"r{i}",))
+        deleted = (time.perf_counter() - t) / probes * 1e6
         out.append({"temp_store": store, "rows_changed_in_savepoint": changed,
-                    "insert_select_us": round(multi, 1), "insert_values_us": round(single, 1)})
+                    "insert_select_us": round(multi, 1), "insert_values_us": round(single, 1),
+                    "delete_by_key_us": round(deleted, 1)})
         log(f"  temp_store={store:<6} {changed:>7,} rows changed: INSERT ... SELECT {multi:9.1f} us, "
-            f"INSERT ... VALUES {single:6.1f} us")
+            f"INSERT ... VALUES {single:6.1f} us, DELETE of 3 rows by key {deleted:9.1f} us")
     c.execute("ROLLBACK")
     c.close()
     return out
