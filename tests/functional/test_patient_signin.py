@@ -284,3 +284,19 @@ def test_a_secret_stored_in_clear_by_an_earlier_version_is_sealed_and_keeps_work
     store_secret(fhir, "lucie", again)
     assert store.check_totp("lucie", fresh_totp(again)).outcome is Outcome.OK
     assert stored_secret(fhir, "lucie").startswith("v1.") and again not in stored_secret(fhir, "lucie")
+
+
+def test_a_destroyed_data_key_leaves_the_account_no_second_factor(fhir: Fhir) -> None:
+    """Shredding a patient's data key (erasure) also makes their TOTP secret unreadable, and a
+    sign-in attempt does not make a new key for them."""
+    from carnet.crypto.keyfiles import load_keyring
+    from carnet.crypto.sqlstore import SqlDataKeyStore
+
+    _, pid = add_patient(fhir)
+    store = accounts(fhir)
+    secret = store.add("lucie", PASSWORD, pid)
+    assert secret
+    keys = SqlDataKeyStore(fhir.backend.engine)
+    assert load_keyring(fhir.live.settings.keys_path).shred(pid, keys)
+    assert store.check_totp("lucie", fresh_totp(secret)).outcome is Outcome.WRONG
+    assert keys.get(pid) is None

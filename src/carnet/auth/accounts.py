@@ -140,15 +140,18 @@ class AccountStore:
 
     # -- the sealed TOTP secret ----------------------------------------------------------------
 
-    def _aead(self, patient_id: str) -> AESGCM:
+    def _aead(self, patient_id: str, *, create: bool = False) -> AESGCM:
+        """The cipher of this patient's TOTP secrets; ``create``: make the patient's data key if
+        there is none yet (when sealing; opening never makes one: a destroyed key stays destroyed)."""
         if self._keyring is None:
             self._keyring = load_keyring(self.settings.keys_path)
-        data_key = self._keyring.data_key(patient_id, self._keys, create=True)
+        data_key = self._keyring.data_key(patient_id, self._keys, create=create)
         return AESGCM(data_key.derive(_TOTP_PURPOSE))
 
     def seal(self, patient_id: str, username: str, secret: str) -> str:
         nonce = os.urandom(12)
-        sealed = self._aead(patient_id).encrypt(nonce, secret.encode("ascii"), username.encode("utf-8"))
+        aead = self._aead(patient_id, create=True)
+        sealed = aead.encrypt(nonce, secret.encode("ascii"), username.encode("utf-8"))
         return SEALED + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
 
     def totp_secret(self, account: Account) -> str | None:

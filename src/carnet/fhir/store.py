@@ -460,10 +460,11 @@ class Repository:
             raise Invalid(f"the body's id '{body_id}' differs from the id '{rid}' in the URL",
                           expression=[f"{resource_type}.id"])
         t = resources.c
+        visible = self.visible(resource_type)
         cur = self.conn.execute(
             select(t.version, t.deleted, t.created_at, t.patient_id, t.doc_type, t.visibility, t.author,
                    *((t.content,) if resource_type in self.hooks else ()))
-            .where(t.res_type == resource_type, t.res_id == rid, *self.visible(resource_type))
+            .where(t.res_type == resource_type, t.res_id == rid, *visible)
         ).first()
         if if_match is not None and (cur is None or cur.version != if_match):
             raise PreconditionFailed(
@@ -485,7 +486,7 @@ class Repository:
             "author": cur.author, "resource": stored_before}
         attrs, patient = self._attributes(resource, previous, patient)
         if cur is None:
-            self._insert_new(resource_type, rid, when, patient, content, attrs)
+            self._insert_new(resource_type, rid, when, patient, content, attrs, unfiltered=not visible)
         else:
             changed = self.conn.execute(
                 update(resources)
@@ -507,12 +508,15 @@ class Repository:
         return Stored(resource_type, rid, version, when, False, content), cur is None
 
     def _insert_new(self, rtype: str, rid: str, when: int, patient: str | None, content: bytes,
-                    attrs: dict[str, Any]) -> None:
-        exists = self.conn.execute(
-            select(resources.c.version).where(resources.c.res_type == rtype, resources.c.res_id == rid)
-        ).first()
-        if exists is not None:  # present but hidden from this caller: refuse without saying more
-            raise Conflict(f"{rtype}/{rid} cannot be written by this caller")
+                    attrs: dict[str, Any], *, unfiltered: bool = False) -> None:
+        """Insert a resource the caller's read found absent; ``unfiltered``: that read had no
+        predicate, so it is absent for everyone (else it may be there and hidden: looked up again)."""
+        if not unfiltered:
+            exists = self.conn.execute(
+                select(resources.c.version).where(resources.c.res_type == rtype, resources.c.res_id == rid)
+            ).first()
+            if exists is not None:  # present but hidden from this caller: refuse without saying more
+                raise Conflict(f"{rtype}/{rid} cannot be written by this caller")
         self.conn.execute(INSERT_RESOURCE, {
             "res_type": rtype, "res_id": rid, "version": 1, "last_updated": when, "created_at": when,
             "deleted": False, "patient_id": patient, "content": content, **attrs})
