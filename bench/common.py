@@ -389,6 +389,21 @@ def sqlite_files(work: Path) -> dict[str, int]:
 
 
 # -- misc -------------------------------------------------------------------------------------
+def cpu_calibration(loops: int = 3_000_000) -> float:
+    """Seconds one core takes for a fixed pure-Python loop (the best of three), saved with every
+    result: figures taken on different machines differ by this factor before any code does
+    (0.19 s on the machine of 2026-12-02, whose directory load ran at half the rate of the one
+    before it on the same code)."""
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        x = 0
+        for i in range(loops):
+            x += i
+        best = min(best, time.perf_counter() - t)
+    return round(best, 3)
+
+
 def machine() -> dict[str, Any]:
     def version(cmd: list[str]) -> str:
         try:
@@ -398,6 +413,7 @@ def machine() -> dict[str, Any]:
             return "?"
 
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "wrk": version(["wrk", "-v"]),
+            "cpu_loop_3m_s": cpu_calibration(),
             "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "loadavg_at_start": os.getloadavg(),
             "commit": version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
             "src_modified": version(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"]) != "?"}
