@@ -565,7 +565,7 @@ def restore(settings: Settings, src: Path, *, keys_from: Path | None = None,
             raise _damaged(src, problems)
         os.sync()
         created.extend(where.database.with_name(where.database.name + suffix)
-                       for suffix in ("-wal", "-shm", ".writelock"))
+                       for suffix in ("-wal", "-shm", ".writelock", ".writelock-turn"))
         engine = make_engine(settings)
         try:
             before = current_revision(engine)

@@ -184,25 +184,40 @@ def make_engine(settings: Settings, url: str | None = None, *,
 
 
 class SqliteWriteLock:
-    """Hands SQLite's single write slot from one writer to the next without polling.
+    """Hands SQLite's single write slot from one writer to the next without polling, in turn.
 
     SQLite's busy handler sleeps in growing steps (up to 100 ms) while another connection
     writes, which turns contention between server processes into second-long tail latencies.
     Writers instead queue on a thread lock (within a process) and an ``flock`` on a file beside the
     database (across processes): the kernel wakes the next writer as soon as the lock is released.
+
+    An ``flock`` alone is not fair: a process that releases it and asks again at once (its next
+    group commit, its audit writer's next batch) usually gets it back before the woken waiter
+    runs, and the other server process starved: 12 s in a row without the lock while loading the
+    directory. So a writer first takes a second lock, the turnstile, and holds it only while it
+    waits for the write lock: the writer that just released must pass the turnstile to ask again,
+    and the one already waiting there holds it. Two processes that both write all the time take
+    turns (tests/unit/db/test_write_lock.py).
     """
 
     def __init__(self, db_path: Path) -> None:
         self.path = db_path.with_name(db_path.name + ".writelock")
+        self.turnstile_path = db_path.with_name(db_path.name + ".writelock-turn")
         self.thread_lock = threading.Lock()
         self.fd: int | None = None
+        self.turnstile: int | None = None
 
     @contextmanager
     def hold(self) -> Iterator[None]:
         with self.thread_lock:
-            if self.fd is None:
+            if self.fd is None or self.turnstile is None:
+                self.turnstile = os.open(self.turnstile_path, os.O_RDWR | os.O_CREAT, 0o600)
                 self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            fcntl.flock(self.turnstile, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+            finally:
+                fcntl.flock(self.turnstile, fcntl.LOCK_UN)
             try:
                 yield
             finally:
