@@ -171,6 +171,14 @@ class AccountStore:
             return None
         return opened.decode("ascii")
 
+    def _seal_row(self, username: str, patient_id: str, clear: str) -> None:
+        sealed = self.seal(patient_id, username, clear)  # (a data key may be made: its own transaction)
+        with self.engine.connect().execution_options(carnet_write=True) as conn, conn.begin():
+            conn.execute(update(patient_accounts)
+                         .where(patient_accounts.c.username == username,
+                                patient_accounts.c.totp_secret == clear)
+                         .values(totp_secret=sealed))
+
     def seal_clear_secrets(self) -> int:
         """Seal the TOTP secrets stored in clear (by a version before sealing); answers how many."""
         with self.engine.connect() as conn:
@@ -179,12 +187,7 @@ class AccountStore:
                                 .where(patient_accounts.c.totp_secret.is_not(None),
                                        ~patient_accounts.c.totp_secret.startswith(SEALED))).all()
         for row in rows:
-            sealed = self.seal(row.patient_id, row.username, row.totp_secret)
-            with self.engine.connect().execution_options(carnet_write=True) as conn, conn.begin():
-                conn.execute(update(patient_accounts)
-                             .where(patient_accounts.c.username == row.username,
-                                    patient_accounts.c.totp_secret == row.totp_secret)
-                             .values(totp_secret=sealed))
+            self._seal_row(row.username, row.patient_id, row.totp_secret)
         if rows:
             log.warning("sealed %d TOTP secrets stored in clear", len(rows))
         return len(rows)
@@ -329,8 +332,8 @@ class AccountStore:
             ).rowcount
         if used != 1:  # that code was already used: a replay
             return self._fail(account)
-        if not account.totp_sealed.startswith(SEALED):
-            self.seal_clear_secrets()
+        if not account.totp_sealed.startswith(SEALED):  # this account's, left in clear: seal it now
+            self._seal_row(account.username, account.patient_id, account.totp_sealed)
         self.succeeded(account)
         return Check(Outcome.OK, account)
 
