@@ -111,6 +111,9 @@ def _sqlite_begin(conn: Any) -> None:
 
 _PROGRESS_STEPS = 1000  # SQLite virtual-machine steps between two looks at a statement's deadline
 _READ = re.compile(r"\s*(?:SELECT|WITH)\b", re.IGNORECASE)
+# execution option: the connection's statements are not timed (a server's start-up work, which a
+# busy machine must not make fail: it is not a request)
+UNTIMED = "carnet_untimed"
 _DEADLINE = "carnet_deadline"  # key, in the pool's record of a SQLite connection, of its deadline cell
 
 
@@ -129,7 +132,8 @@ def _sqlite_statement_limit(engine: Engine, seconds: float) -> None:
     def before(conn: Connection, _cursor: Any, statement: str, *_: Any) -> None:
         cell = conn.info.get(_DEADLINE)
         if cell is not None:
-            cell[0] = time.monotonic() + seconds if _READ.match(statement) else 0.0
+            timed = _READ.match(statement) and not conn.get_execution_options().get(UNTIMED)
+            cell[0] = time.monotonic() + seconds if timed else 0.0
 
     def settle(conn: Connection) -> None:  # a commit or a rollback is never interrupted
         cell = conn.info.get(_DEADLINE)
@@ -181,8 +185,16 @@ def make_engine(settings: Settings, url: str | None = None, *,
     options = "-c plan_cache_mode=force_custom_plan -c jit=off"
     if statement_seconds:
         options += f" -c statement_timeout={max(int(statement_seconds * 1000), 1)}"
-    return create_engine(url, pool_size=settings.db_pool_size, max_overflow=settings.db_pool_size,
-                         pool_pre_ping=True, connect_args={"options": options})
+    engine = create_engine(url, pool_size=settings.db_pool_size, max_overflow=settings.db_pool_size,
+                           pool_pre_ping=True, connect_args={"options": options})
+    if statement_seconds:
+        event.listen(engine, "begin", _pg_untimed)
+    return engine
+
+
+def _pg_untimed(conn: Connection) -> None:
+    if conn.get_execution_options().get(UNTIMED):
+        conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
 
 
 class SqliteWriteLock:

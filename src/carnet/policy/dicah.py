@@ -45,6 +45,7 @@ from sqlalchemy import (
 
 from carnet.auth.principal import AccessMode, Kind, Principal
 from carnet.auth.scopes import parse_clinical
+from carnet.db.engine import UNTIMED
 from carnet.db.tables import access_rights, habilitation_types, record_access, resource_versions, resources
 from carnet.errors import Forbidden, Unprocessable
 from carnet.errors import bilingual as _t
@@ -130,7 +131,8 @@ class DicahPolicy:
         """Write the access matrix into ``habilitation_types`` when the table differs from it."""
         wanted = {(prof, t) for prof, types in self.habilitations.types.items() for t in types}
         h = habilitation_types.c
-        with engine.connect().execution_options(carnet_write=True) as conn, conn.begin():
+        # start-up work, not a request: the server's statement time limit does not apply
+        with engine.connect().execution_options(carnet_write=True, **{UNTIMED: True}) as conn, conn.begin():
             if conn.dialect.name == "postgresql":
                 # several nodes start at once: one rewrites the table, the others then find it equal
                 # (readers are not blocked: EXCLUSIVE conflicts only with writers and itself)
