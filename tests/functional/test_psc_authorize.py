@@ -72,14 +72,16 @@ def test_a_forged_callback_is_refused(fhir: Fhir, psc_server: LiveServer) -> Non
 
 
 def test_an_unreachable_provider_is_reported_on_the_sign_in_page(fhir: Fhir) -> None:
+    # bound and kept, never listening: connections are refused, and no other test's server can take
+    # the port meanwhile (a port closed again could be handed to one)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
-    server = _server(fhir.backend, f"http://127.0.0.1:{port}", "carnet-test", "secret")
-    try:
-        with Browser(timeout=30, follow_redirects=False) as browser:
-            answer = _to_provider(browser, fhir, server.url)
-    finally:
-        server.stop()
-    assert answer.status_code == 502 and "location" not in answer.headers
-    assert "injoignable" in answer.text and "unreachable" in answer.text
+        port = s.getsockname()[1]
+        server = _server(fhir.backend, f"http://127.0.0.1:{port}", "carnet-test", "secret")
+        try:
+            with Browser(timeout=30, follow_redirects=False) as browser:
+                answer = _to_provider(browser, fhir, server.url)
+        finally:
+            server.stop()
+        assert answer.status_code == 502 and "location" not in answer.headers
+        assert "injoignable" in answer.text and "unreachable" in answer.text

@@ -392,20 +392,22 @@ def test_a_wrong_client_secret_is_refused(provider: OidcProvider) -> None:
 
 
 def test_an_unreachable_issuer_gives_a_clear_error() -> None:
+    # bound and kept, never listening: connections are refused, and no other test's server can take
+    # the port meanwhile (a port closed again could be handed to one)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
-    rp = PscClient(f"http://127.0.0.1:{port}", "carnet-test", "secret", timeout=2)
-    pending = PendingSignIn.new()
-    with pytest.raises(PscUnreachable) as caught:
-        rp.authorization_url(redirect_uri=REDIRECT, state=pending.state, nonce=pending.nonce,
-                             code_verifier=pending.code_verifier)
-    message = caught.value.message
-    assert isinstance(caught.value, Unauthenticated)
-    assert "fournisseur d'identité injoignable" in message and "identity provider unreachable" in message
-    assert f"127.0.0.1:{port}" in message
-    with pytest.raises(PscUnreachable):
-        rp.finish(code="x", redirect_uri=REDIRECT, code_verifier=pending.code_verifier, nonce=pending.nonce)
+        port = s.getsockname()[1]
+        rp = PscClient(f"http://127.0.0.1:{port}", "carnet-test", "secret", timeout=2)
+        pending = PendingSignIn.new()
+        with pytest.raises(PscUnreachable) as caught:
+            rp.authorization_url(redirect_uri=REDIRECT, state=pending.state, nonce=pending.nonce,
+                                 code_verifier=pending.code_verifier)
+        message = caught.value.message
+        assert isinstance(caught.value, Unauthenticated)
+        assert "fournisseur d'identité injoignable" in message and "identity provider unreachable" in message
+        assert f"127.0.0.1:{port}" in message
+        with pytest.raises(PscUnreachable):
+            rp.finish(code="x", redirect_uri=REDIRECT, code_verifier=pending.code_verifier, nonce=pending.nonce)
 
 
 def test_a_discovery_document_naming_another_issuer_is_refused(provider: OidcProvider) -> None:
