@@ -1264,6 +1264,8 @@ def cmd_reads(args: argparse.Namespace) -> None:
                     ]
                     cmd += ["--gil"] if args.profile_gil else []
                     cmd += ["--idle"] if args.profile_idle else []
+                    if args.profile_native:  # C frames too (SQLite, the allocator): py-spy must pause the process
+                        cmd = [c for c in cmd if c != "--nonblocking"] + ["--native"]
                     spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                     result: dict[str, Any] = {}
                     th = threading.Thread(
@@ -1457,6 +1459,7 @@ def main() -> None:
     p.add_argument("--profile-modes", default="on", help="which servers to profile: on, off or on,off")
     p.add_argument("--profile-gil", action="store_true", help="py-spy --gil: only threads holding the GIL")
     p.add_argument("--profile-idle", action="store_true", help="py-spy --idle: idle threads sampled too")
+    p.add_argument("--profile-native", action="store_true", help="py-spy --native: C frames sampled too")
     p.add_argument(
         "--env",
         action="append",

@@ -105,9 +105,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         worker = None
         if settings.audit and settings.ledger_sequencer:
             worker = LedgerWorker(Sequencer(engine, load_signer(settings), origin_of(settings),
-                                            checkpoint_seconds=settings.ledger_checkpoint_seconds))
+                                            checkpoint_seconds=settings.ledger_checkpoint_seconds,
+                                            spool=getattr(router.audit, "spool", None)))
             worker.start()
-        checkpoints = WalCheckpointer(engine) if engine.dialect.name == "sqlite" else None
+        sqlite = engine.dialect.name == "sqlite"
+        checkpoints = WalCheckpointer(engine) if sqlite and settings.wal_checkpointer else None
         if checkpoints is not None:
             checkpoints.start()
         # rights that end or begin on a day with no write to say so

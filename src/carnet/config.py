@@ -109,6 +109,17 @@ class Settings(BaseSettings):
     ledger_sequencer: bool = Field(
         True, description="run the sequencer (numbering audit entries, signing checkpoints) in each server "
         "process; several processes share the work safely")
+    ledger_process: bool = Field(
+        True, description="carnet serve runs the sequencer and, on SQLite, the write-ahead log's "
+        "checkpointer in a process of their own beside the server workers (which then run neither): "
+        "the workers' threads never wait for them")
+    audit_spool: bool = Field(
+        True, description="SQLite: a read's audit rows are appended to a file of the server process "
+        "(<data>/audit-spool) before its response leaves, and moved into the database by the sequencer; "
+        "false: written to the database by each process, the response waiting for the commit")
+    wal_checkpointer: bool = Field(
+        True, description="SQLite: copy the write-ahead log back into the database from a thread of each "
+        "server process (off in the workers of carnet serve when its ledger process does it)")
     rights_recheck_seconds: float = Field(
         60.0, ge=0, description="how often each server process derives again the rights of records whose "
         "day has come (a care-team, consent or representative period starts or ends, a minor comes of "

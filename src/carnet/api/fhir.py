@@ -40,21 +40,39 @@ async def dispatch(router: FhirRouter, freq: FhirRequest, principal: Principal) 
     given once its audit rows are durable, and a 503 otherwise. The FHIR endpoint and the portal
     both call the engine this way, so a page shows exactly what the API would answer."""
     later: list[dict[str, Any]] = []
+    spool = getattr(router.audit, "spool", None)
+    untraced: list[BaseException] = []
+
+    def handle() -> FhirResponse:
+        answer = router.handle(freq, principal, later)
+        if later and spool is not None:
+            # appended from this thread: a write from the event loop would wait there for the
+            # interpreter lock the request threads hold
+            try:
+                spool.append(later)
+                later.clear()
+            except Exception as exc:
+                untraced.append(exc)
+        return answer
+
     try:
-        resp: FhirResponse = await run_in_threadpool(router.handle, freq, principal, later)
+        resp: FhirResponse = await run_in_threadpool(handle)
     except Exception:  # a bug, not the client's fault: log it, answer without internals
         log.exception("unexpected error on %s /fhir/%s", freq.method, freq.path)
         resp = FhirResponse(500, outcome([Issue("fatal", "exception",
                                                 bilingual("erreur interne ; la requête n'a rien changé",
                                                           "internal error; the request changed nothing"))]))
-    if later and router.audit is not None:
+    if later and router.audit is not None and not untraced:
         try:  # the response leaves once its audit rows are durable, and not otherwise
             await router.audit.write_async(later)
-        except Exception:
-            log.exception("the audit trail could not be written for %s /fhir/%s", freq.method, freq.path)
-            resp = FhirResponse(503, outcome([Issue("fatal", "transient",
-                                                    bilingual("l'accès n'a pas pu être tracé ; réessayez",
-                                                              "the access could not be traced; try again"))]))
+        except Exception as exc:
+            untraced.append(exc)
+    if untraced:
+        log.error("the audit trail could not be written for %s /fhir/%s", freq.method, freq.path,
+                  exc_info=untraced[0])
+        resp = FhirResponse(503, outcome([Issue("fatal", "transient",
+                                                bilingual("l'accès n'a pas pu être tracé ; réessayez",
+                                                          "the access could not be traced; try again"))]))
     return resp
 
 

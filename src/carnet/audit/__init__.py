@@ -34,6 +34,8 @@ class AuditSink(Protocol):
 
     async def write_async(self, rows: list[dict[str, Any]]) -> None: ...
 
+    def flush(self) -> int: ...
+
 
 class NoAudit:
     """Records nothing (tests of the engine alone; benchmarks of reads without auditing)."""
@@ -47,3 +49,6 @@ class NoAudit:
 
     async def write_async(self, rows: list[dict[str, Any]]) -> None:
         return None
+
+    def flush(self) -> int:
+        return 0

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, text
 
 from carnet.audit import AuditRecord
 from carnet.audit.events import agent_of, build_events, canonical
+from carnet.audit.spool import Ingested, Spool
 from carnet.auth.principal import Kind, Principal
 from carnet.config import Settings
 from carnet.db.engine import run_write
@@ -54,10 +55,11 @@ def _is_id(value: str) -> bool:
 
 
 class LedgerAudit:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, spool: Spool | None = None) -> None:
         self.engine = engine
         self.sqlite = engine.dialect.name == "sqlite"
         self.writer = AuditWriter(self)
+        self.spool = spool if self.sqlite else None
 
     def rows(self, principal: Principal, entry: AuditRecord) -> list[dict[str, Any]]:
         when = now_us()
@@ -89,12 +91,42 @@ class LedgerAudit:
             run_write(self.engine, lambda conn: insert_rows(conn, rows))
 
     async def write_async(self, rows: list[dict[str, Any]]) -> None:
-        """:meth:`write` from a coroutine, sharing a commit with other requests' rows."""
-        await self.writer.write(rows)
+        """:meth:`write` from a coroutine: appended to the spool (one ``write`` call, the
+        sequencer moves them into the database), else sharing a commit with other requests' rows."""
+        if self.spool is not None:
+            self.spool.append(rows)
+        else:
+            await self.writer.write(rows)
+
+    def flush(self) -> int:
+        """Move the spool's rows into the database now (before the audit trail is read), as the
+        sequencer's next run would; how many rows were moved."""
+        if self.spool is None or not self.spool.waiting():
+            return 0
+        return ingest_now(self.engine, self.spool)
 
     def record_now(self, principal: Principal, entry: AuditRecord) -> None:
         """Record something done outside any FHIR transaction (a sign-in, a command of the operator)."""
         self.write(self.rows(principal, entry))
+
+
+def ingest_now(engine: Engine, spool: Spool, max_rows: int = 50_000) -> int:
+    """Move up to ``max_rows`` rows of the spool into ``audit_events`` in a write transaction."""
+    done: list[Ingested] = []
+
+    def work(conn: Connection) -> None:
+        for earlier in done:  # a job run again after a failed batch: that try was rolled back
+            spool.finish(earlier, committed=False)
+        done[:] = [spool.ingest(conn, max_rows)]
+
+    committed = False
+    try:
+        run_write(engine, work)
+        committed = True
+    finally:
+        for d in done:
+            spool.finish(d, committed)
+    return sum(d.rows for d in done)
 
 
 def record_admin(settings: Settings, engine: Engine, action: str, detail: dict[str, str], *,

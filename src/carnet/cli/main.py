@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,11 +89,14 @@ def serve(data: Path | None, host: str | None, port: int | None, workers: int | 
                f"{settings.public_base_url}/fhir, data in {settings.data_dir})", err=False)
     sys.stdout.flush()
     from carnet.api.limits import uvicorn_options
+    from carnet.ledger.process import supervise, wanted
 
-    # the protocol closes connections that send nothing or trickle their headers (docs/limits.md)
-    uvicorn.run("carnet.app:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_level=settings.log_level, access_log=False,
-                **uvicorn_options())
+    # the sequencer and SQLite's checkpointer in a process of their own (docs/ledger.md)
+    with supervise() if wanted(settings) else nullcontext():
+        # the protocol closes connections that send nothing or trickle their headers (docs/limits.md)
+        uvicorn.run("carnet.app:create_app", factory=True, host=settings.host, port=settings.port,
+                    workers=settings.workers, log_level=settings.log_level, access_log=False,
+                    **uvicorn_options())
 
 
 @main.command()

@@ -405,6 +405,15 @@ audit_pending = Table(
     Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
 )
 
+# The audit spool's files (carnet.audit.spool, SQLite): how many bytes of each the sequencer has
+# moved into audit_events, recorded in the same transaction as the rows it moved.
+audit_spool_files = Table(
+    "audit_spool_files",
+    metadata,
+    Column("file", String(200), primary_key=True),
+    Column("consumed", BigInteger, nullable=False),
+)
+
 # The Merkle tree (RFC 9162) of the log, as the hashes of its complete subtrees: the node at
 # (height, idx) covers leaves [idx * 2^height, (idx + 1) * 2^height). Written once by the
 # sequencer; proofs read O(log n) of them. Height 0 holds the leaves: the leaf index, the hash and

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, text
 
+from carnet.audit.spool import Ingested, Spool
 from carnet.background import Background
 from carnet.db.engine import run_write
 from carnet.db.tables import ledger_checkpoints, ledger_nodes
@@ -56,12 +57,14 @@ class Progress:
     sequenced: int = 0
     size: int = 0
     checkpoint: int | None = None  # the size of the checkpoint signed by this run, if any
+    ingested: int = 0  # rows moved from the audit spool into the database by this run
 
 
 class Sequencer:
     def __init__(self, engine: Engine, signer: NoteSigner, origin: str, *, batch: int | None = None,
-                 checkpoint_seconds: float = 2.0) -> None:
+                 checkpoint_seconds: float = 2.0, spool: Spool | None = None) -> None:
         self.engine = engine
+        self.spool = spool if engine.dialect.name == "sqlite" else None  # read rows waiting in files
         self.signer = signer
         self.origin = origin
         self.postgres = engine.dialect.name == "postgresql"
@@ -80,8 +83,14 @@ class Sequencer:
             progress = Progress()
             edge_after: list[Appender] = []
             self._pending_last: bytes | None = None
+            ingested: list[Ingested] = []
 
             def work(conn: Connection) -> Progress:
+                if self.spool is not None:  # the spooled rows first: this run sequences them
+                    for earlier in ingested:  # a job run again after a failed batch was rolled back
+                        self.spool.finish(earlier, committed=False)
+                    ingested[:] = [self.spool.ingest(conn, self.batch)]
+                    progress.ingested = ingested[0].rows
                 if self.postgres:
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
                 edge = self._load_edge(conn)
@@ -95,7 +104,11 @@ class Sequencer:
                 run_write(self.engine, work)
             except BaseException:
                 self._edge = None  # the edge in memory may be ahead of the rolled-back tree
+                for done in ingested:
+                    self.spool.finish(done, committed=False)  # type: ignore[union-attr]
                 raise
+            for done in ingested:
+                self.spool.finish(done, committed=True)  # type: ignore[union-attr]
             self._edge = edge_after[0]
             self._last_leaf = self._pending_last
             if progress.checkpoint is not None:
@@ -106,6 +119,8 @@ class Sequencer:
 
     def has_pending(self) -> bool:
         """Whether audit rows wait to be sequenced (a read: no lock taken)."""
+        if self.spool is not None and self.spool.waiting():
+            return True
         with self.engine.connect() as conn:
             return conn.exec_driver_sql("SELECT 1 FROM audit_pending LIMIT 1").first() is not None
 
@@ -117,7 +132,9 @@ class Sequencer:
             total.sequenced += step.sequenced
             total.size = step.size
             total.checkpoint = step.checkpoint or total.checkpoint
-            if step.sequenced < self.batch:
+            total.ingested += step.ingested
+            if step.sequenced < self.batch and not (self.spool is not None and step.ingested
+                                                    and self.spool.waiting()):
                 break
         if checkpoint:
             step = self.run(force_checkpoint=True)
@@ -229,4 +246,5 @@ class LedgerWorker(Background):
     def step(self) -> bool:
         if not self.sequencer.unsigned and not self.sequencer.has_pending():
             return False  # nothing to do: no write lock taken
-        return self.sequencer.run().sequenced >= self.sequencer.batch
+        progress = self.sequencer.run()
+        return progress.sequenced >= self.sequencer.batch or progress.ingested >= self.sequencer.batch

@@ -1,0 +1,120 @@
+"""The ledger process of ``carnet serve``: the sequencer (which also moves the audit spool's rows
+into the database) and, on SQLite, the write-ahead log's checkpointer, in a process of their own.
+
+In a server worker they were threads beside the request threads, and every commit of theirs took
+the worker's interpreter lock from the requests: with them here, the workers only read, append
+to their spool and write what requests change (bench/README.md, "Reads with auditing"). The
+parent (:func:`supervise`) starts this process before the workers, starts it again if it dies,
+and stops it when the server stops; it exits by itself when its parent is gone.
+
+    python -m carnet.ledger.process     # settings from CARNET_* as for carnet serve
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.engine import make_url
+
+if TYPE_CHECKING:
+    from carnet.config import Settings
+
+log = logging.getLogger("carnet.ledger")
+
+
+def main() -> None:
+    from carnet.audit.spool import Spool
+    from carnet.background import Background
+    from carnet.config import Settings
+    from carnet.db.engine import WalCheckpointer, make_engine
+    from carnet.ledger.keys import load_signer, origin_of
+    from carnet.ledger.sequencer import LedgerWorker, Sequencer
+
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s: [ledger] %(message)s")
+    parent = os.getppid()
+    stopping = threading.Event()
+
+    def stop(_signum: int, _frame: Any) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # Ctrl-C reaches the whole process group: the parent stops us
+    engine = make_engine(settings, background_checkpoints=True)
+    tasks: list[Background] = []
+    if settings.audit and settings.ledger_sequencer:
+        spool = Spool(settings.data_dir / "audit-spool") if settings.audit_spool else None
+        tasks.append(LedgerWorker(Sequencer(engine, load_signer(settings), origin_of(settings),
+                                            checkpoint_seconds=settings.ledger_checkpoint_seconds,
+                                            spool=spool)))
+    if engine.dialect.name == "sqlite" and settings.wal_checkpointer:
+        tasks.append(WalCheckpointer(engine))
+    for task in tasks:
+        task.start()
+    while not stopping.wait(0.5):
+        if os.getppid() != parent:  # the server was killed: nothing will stop us
+            break
+    for task in tasks:
+        task.stop()
+    engine.dispose()
+
+
+def wanted(settings: Settings) -> bool:
+    """Whether a ledger process has work: the sequencer, or SQLite's checkpointer."""
+    sqlite = make_url(settings.sqlalchemy_url).get_backend_name() == "sqlite"
+    return settings.ledger_process and ((settings.audit and settings.ledger_sequencer)
+                                        or (sqlite and settings.wal_checkpointer))
+
+
+@contextmanager
+def supervise() -> Iterator[None]:
+    """Run the ledger process while the block runs (the server): started again if it dies, and
+    its work taken off the workers, which inherit this environment."""
+    child_env = dict(os.environ)  # the settings as given: the ledger process does what they ask
+    os.environ["CARNET_LEDGER_SEQUENCER"] = "false"
+    os.environ["CARNET_WAL_CHECKPOINTER"] = "false"
+    command = [sys.executable, "-m", "carnet.ledger.process"]
+    done = threading.Event()
+    state: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start() -> None:
+        state["child"] = subprocess.Popen(command, env=child_env)  # noqa: S603  (this interpreter)
+
+    def watch() -> None:
+        while not done.wait(1.0):
+            if state["child"].poll() is not None:
+                log.warning("the ledger process stopped (status %s); starting it again",
+                            state["child"].returncode)
+                time.sleep(1.0)
+                if not done.is_set():
+                    start()
+
+    start()
+    watcher = threading.Thread(target=watch, name="carnet-ledger-supervisor", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join(timeout=5)
+        child = state["child"]
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+if __name__ == "__main__":
+    main()
