@@ -1264,7 +1264,7 @@ def cmd_reads(args: argparse.Namespace) -> None:
                     ]
                     cmd += ["--gil"] if args.profile_gil else []
                     cmd += ["--idle"] if args.profile_idle else []
-                    if args.profile_native:  # C frames too (SQLite, the allocator): py-spy must pause the process
+                    if args.profile_native:  # C frames too: py-spy must pause the process
                         cmd = [c for c in cmd if c != "--nonblocking"] + ["--native"]
                     spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                     result: dict[str, Any] = {}

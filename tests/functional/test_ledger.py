@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -373,3 +374,80 @@ def test_two_server_processes_writing_at_once_keep_one_gapless_log(unshared: Bac
     report = verify_database(backend.engine, NoteVerifier.from_key(load_signer(backend.settings).verifier_key()))
     assert report.ok, report.problems
     assert report.checkpoints >= 1 and report.leaves == total
+
+
+def _ledger_children(parent: int) -> list[int]:
+    """The ledger processes ``carnet serve`` (pid ``parent``) runs beside its workers."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[1]) == parent and b"carnet.ledger.process" in cmdline and stat[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _sequenced_all(backend: Backend, at_least: int) -> int:
+    """Wait until the log numbers every audit row (at least ``at_least``) and signs them; the total."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with backend.engine.connect() as conn:
+            pending = conn.execute(text("SELECT count(*) FROM audit_pending")).scalar()
+            total = conn.execute(text("SELECT count(*) FROM audit_events")).scalar() or 0
+            signed = conn.execute(text("SELECT max(size) FROM ledger_checkpoints")).scalar()
+        if pending == 0 and total >= at_least and signed == total:
+            return int(total)
+        time.sleep(0.2)
+    raise AssertionError(f"the log did not number and sign {at_least} rows ({total} rows, {pending} pending)")
+
+
+def test_the_ledger_process_of_carnet_serve_numbers_the_spooled_reads_and_comes_back(
+        unshared: Backend, tmp_path: Path) -> None:
+    """``carnet serve`` runs the sequencer in a process of its own: the reads' rows, spooled by
+    the server on SQLite, reach the log; killed, the process is started again and loses nothing;
+    it stops with the server."""
+    backend = unshared
+    port = _free_port()
+    proc = _serve(backend, port, tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_up(url, proc)
+        [ledger] = _ledger_children(proc.pid)
+        with httpx.Client(base_url=url + "/fhir/", timeout=30) as c:
+            r = c.post("Patient", json={"resourceType": "Patient", "name": [{"family": "Spool"}]})
+            assert r.status_code == 201, r.text
+            pid = r.json()["id"]
+            for _ in range(20):
+                assert c.get(f"Patient/{pid}").status_code == 200
+            first = _sequenced_all(backend, 21)
+            os.kill(ledger, signal.SIGKILL)
+            for _ in range(10):  # answered meanwhile: their rows wait in the spool
+                assert c.get(f"Patient/{pid}").status_code == 200
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and _ledger_children(proc.pid) in ([], [ledger]):
+                time.sleep(0.2)
+            [again] = _ledger_children(proc.pid)
+            assert again != ledger
+            assert _sequenced_all(backend, first + 10) == first + 10
+            with backend.engine.connect() as conn:
+                reads = conn.execute(text("SELECT count(*) FROM audit_events WHERE subtype = 'read' "
+                                          "AND patient_id = :p"), {"p": pid}).scalar()
+            assert reads == 30
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert not _alive(again)  # stopped with the server, before it exits
+    report = verify_database(backend.engine, NoteVerifier.from_key(load_signer(backend.settings).verifier_key()))
+    assert report.ok, report.problems

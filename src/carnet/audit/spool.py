@@ -20,6 +20,7 @@ JSON``; a torn last frame of a final file (its writer died mid-write) is reporte
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import struct
@@ -39,8 +40,9 @@ HEADER = struct.Struct(">II")
 SUFFIX = ".spool"
 ROTATE_BYTES = 8 * 2**20  # a writer starts a new file past this size
 READ_BYTES = 4 * 2**20  # read from one file per ingest, at most
-ROWS = f"INSERT INTO audit_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+ROWS = f"INSERT OR IGNORE INTO audit_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 QUEUE = "INSERT INTO audit_pending (seq) SELECT seq FROM audit_events WHERE seq > ?"
+SEQS = "SELECT id, seq FROM audit_events WHERE seq > ? ORDER BY seq"
 
 
 def encode(rows: list[dict[str, Any]]) -> bytes:
@@ -74,11 +76,14 @@ class Ingested:
     # wholly consumed final files, to delete, each with a descriptor holding its lock until then
     finished: list[tuple[Path, int]] = field(default_factory=list)
     consumed: dict[str, int] = field(default_factory=dict)  # each file's consumed length after it
+    leaves: list[tuple[int, bytes]] = field(default_factory=list)  # (seq, content) when not queued
 
 
 class Spool:
     def __init__(self, directory: Path, rotate_bytes: int = ROTATE_BYTES) -> None:
         self.directory = directory
+        # the folder's key in audit_spool_files: its absolute path's digest (a short, fixed length)
+        self.key = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
         self.rotate_bytes = rotate_bytes
         self._lock = threading.Lock()
         self._fd = -1
@@ -136,19 +141,22 @@ class Spool:
         except FileNotFoundError:
             return False
 
-    def ingest(self, conn: Connection, max_rows: int) -> Ingested:
+    def ingest(self, conn: Connection, max_rows: int, *, queue: bool = True) -> Ingested:
         """Move the rows of the spool's files into ``audit_events`` and the sequencer's queue, and
         record how far each file is consumed, all in ``conn``'s write transaction. Call
-        :meth:`finish` once it has committed."""
+        :meth:`finish` once it has committed. The sequencer itself (``queue`` false) numbers the
+        rows in the same transaction: they skip the queue, and come back as ``leaves``."""
         done = Ingested()
         try:
             with os.scandir(self.directory) as entries:
                 names = sorted(e.name for e in entries if e.name.endswith(SUFFIX))
         except FileNotFoundError:
             names = []
-        known: dict[str, int] = dict(conn.exec_driver_sql(
-            "SELECT file, consumed FROM audit_spool_files").all())
-        gone = [(name,) for name in known if name not in names]  # deleted once wholly consumed
+        # the files of this folder (several folders may feed one database: keys, not just names)
+        prefix = self.key + "/"
+        known: dict[str, int] = {f[len(prefix):]: c for f, c in conn.exec_driver_sql(
+            "SELECT file, consumed FROM audit_spool_files WHERE file LIKE ?", (prefix + "%",)).all()}
+        gone = [(prefix + name,) for name in known if name not in names]  # deleted once consumed
         if gone:
             conn.exec_driver_sql("DELETE FROM audit_spool_files WHERE file = ?", gone)
         rows: list[tuple[Any, ...]] = []
@@ -191,13 +199,23 @@ class Spool:
         if rows:
             before = conn.exec_driver_sql("SELECT coalesce(max(seq), 0) FROM audit_events").scalar()
             conn.exec_driver_sql(ROWS, rows)
-            conn.exec_driver_sql(QUEUE, (before,))  # this transaction's rows: the one writer's
+            # this transaction's rows (the one writer's), in the order they went in; a row already
+            # there (never expected: each byte is consumed once) is reported, not taken twice
+            seqs: dict[str, int] = dict(conn.exec_driver_sql(SEQS, (before,)).all())
+            if len(seqs) != len(rows):
+                log.error("audit spool: %d rows were already in the database and were not taken again",
+                          len(rows) - len(seqs))
+            if queue:
+                conn.exec_driver_sql(QUEUE, (before,))
+            else:
+                done.leaves = [(seqs[row[0]], row[-1]) for row in rows if row[0] in seqs]
         for end, name in consumed:
             if name in known:
-                conn.exec_driver_sql("UPDATE audit_spool_files SET consumed = ? WHERE file = ?", (end, name))
+                conn.exec_driver_sql("UPDATE audit_spool_files SET consumed = ? WHERE file = ?",
+                                     (end, prefix + name))
             else:
                 conn.exec_driver_sql("INSERT INTO audit_spool_files (file, consumed) VALUES (?, ?)",
-                                     (name, end))
+                                     (prefix + name, end))
         done.rows = len(rows)
         return done
 

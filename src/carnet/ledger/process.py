@@ -98,12 +98,19 @@ def supervise() -> Iterator[None]:
                 if not done.is_set():
                     start()
 
+    def terminated(signum: int, _frame: Any) -> None:
+        # uvicorn stops the server on SIGTERM, then raises the signal again once it has restored
+        # the handler it found: this one, so that the block below still stops the ledger process
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
     start()
     watcher = threading.Thread(target=watch, name="carnet-ledger-supervisor", daemon=True)
     watcher.start()
     try:
         yield
     finally:
+        signal.signal(signal.SIGTERM, previous)
         done.set()
         watcher.join(timeout=5)
         child = state["child"]

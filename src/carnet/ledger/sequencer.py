@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,15 +87,17 @@ class Sequencer:
             ingested: list[Ingested] = []
 
             def work(conn: Connection) -> Progress:
-                if self.spool is not None:  # the spooled rows first: this run sequences them
-                    for earlier in ingested:  # a job run again after a failed batch was rolled back
-                        self.spool.finish(earlier, committed=False)
-                    ingested[:] = [self.spool.ingest(conn, self.batch)]
-                    progress.ingested = ingested[0].rows
                 if self.postgres:
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
                 edge = self._load_edge(conn)
-                progress.sequenced = self._append(conn, edge)
+                progress.sequenced = self._append(conn, edge)  # the queue's rows: committed before
+                if self.spool is not None and progress.sequenced < self.batch:
+                    # then the spool's, numbered as they go in (they never wait in the queue)
+                    for earlier in ingested:  # a job run again after a failed batch was rolled back
+                        self.spool.finish(earlier, committed=False)
+                    ingested[:] = [self.spool.ingest(conn, self.batch - progress.sequenced, queue=False)]
+                    progress.ingested = ingested[0].rows
+                    progress.sequenced += self._store_leaves(conn, edge, ingested[0].leaves)
                 progress.size = edge.size
                 progress.checkpoint = self._maybe_checkpoint(conn, edge, force_checkpoint)
                 edge_after.append(edge)
@@ -162,6 +165,14 @@ class Sequencer:
         rows = conn.exec_driver_sql(SQLITE_PENDING.format(limit=int(self.batch))).fetchall()
         if not rows:
             return 0
+        self._store_leaves(conn, edge, rows)
+        conn.exec_driver_sql(SQLITE_DONE, (rows[-1][0],))
+        return len(rows)
+
+    def _store_leaves(self, conn: Connection, edge: Appender, rows: Sequence[tuple[int, bytes]]) -> int:
+        """Append the rows (seq, content), in order, and store every node they complete (SQLite)."""
+        if not rows:
+            return 0
         heights: list[int] = []
         idxs: list[int] = []
         hashes: list[bytes] = []
@@ -177,7 +188,6 @@ class Sequencer:
                 seqs.append(seq if height == 0 else None)
         self._pending_last = digest
         conn.exec_driver_sql(SQLITE_NODES, list(zip(heights, idxs, hashes, seqs, strict=True)))
-        conn.exec_driver_sql(SQLITE_DONE, (rows[-1][0],))
         return len(rows)
 
     def _append_postgres(self, conn: Connection, edge: Appender) -> int:

@@ -113,7 +113,23 @@ def test_a_writer_that_moves_on_leaves_files_deleted_once_consumed(engine: Engin
     assert len(files(spool)) == 1  # the file still written stays; the others are gone
     assert ingest_now(engine, spool) == 0  # and the consumed lengths of the deleted ones go
     with engine.connect() as conn:
-        assert [r.file for r in conn.execute(select(audit_spool_files.c.file))] == files(spool)
+        assert [r.file for r in conn.execute(select(audit_spool_files.c.file))] == [
+            f"{spool.key}/{name}" for name in files(spool)]
+
+
+def test_two_folders_feeding_one_database_keep_their_own_place(engine: Engine, tmp_path: Path) -> None:
+    """Two servers on one database, each with its data folder (and its spool): each ingest sees
+    only its folder's files, and neither takes the other's consumed lengths for stale."""
+    one, two = Spool(tmp_path / "one"), Spool(tmp_path / "two")
+    one.append(rows(2, "one"))
+    two.append(rows(3, "two"))
+    assert ingest_now(engine, one) == 2
+    assert ingest_now(engine, two) == 3
+    one.append(rows(1, "one-more"))
+    assert ingest_now(engine, two) == 0
+    assert ingest_now(engine, one) == 1
+    assert ingest_now(engine, one) == 0 and ingest_now(engine, two) == 0
+    assert len(stored(engine)) == 6 and queued(engine) == 6
 
 
 def test_an_incomplete_frame_of_a_live_file_waits_for_its_end(engine: Engine, tmp_path: Path) -> None:
