@@ -48,7 +48,9 @@ def main() -> None:
         stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)  # Ctrl-C reaches the whole process group: the parent stops us
+    # Ctrl-C reaches the whole process group: the server stops first, then stops this process
+    # (stopping here at once would have the supervisor start it again meanwhile)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     engine = make_engine(settings, background_checkpoints=True)
     tasks: list[Background] = []
     if settings.audit and settings.ledger_sequencer:
