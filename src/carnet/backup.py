@@ -349,6 +349,21 @@ def backup(settings: Settings, dest: Path, *, with_keys: bool = True,
         raise
 
 
+def _take_in_spool(settings: Settings) -> None:
+    from carnet.audit.sink import ingest_now
+    from carnet.audit.spool import Spool
+    from carnet.db.engine import make_engine
+
+    spool = Spool(settings.data_dir / "audit-spool")
+    if not spool.waiting():
+        return
+    engine = make_engine(settings)
+    try:
+        ingest_now(engine, spool, max_rows=10**9)
+    finally:
+        engine.dispose()
+
+
 def _backup(settings: Settings, where: Layout, dest: Path, with_keys: bool, progress: Progress,
             created: list[Path], started: float) -> BackupReport:
     from carnet.blobs.local import LocalObjects
@@ -358,6 +373,10 @@ def _backup(settings: Settings, where: Layout, dest: Path, with_keys: bool, prog
     _mkdirs(dest, created)
     files: list[Entry] = []
     report = BackupReport(dest=dest, manifest={}, seconds=0.0)
+
+    # 0. the reads' audit rows still in the server's spool go in first (carnet.audit.spool): the
+    # snapshot then holds every trace of what was answered before the backup began
+    _take_in_spool(settings)
 
     # 1. the database: one snapshot
     created.append(dest / DATABASE)

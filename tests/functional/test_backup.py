@@ -410,3 +410,27 @@ def test_a_backup_of_an_older_schema_is_upgraded_by_the_restore(tmp_path: Path) 
     r = ok("restore", tmp_path / "b", "--data", tmp_path / "new")
     assert f"upgraded from 0007 to {head_revision()}" in r.stdout
     ok("verify", "--data", tmp_path / "new")
+
+
+def test_the_reads_still_in_the_audit_spool_are_in_the_backup(tmp_path: Path) -> None:
+    """A read's audit rows wait in the server's spool until the sequencer's next run: the backup
+    takes them in before its snapshot, so the copy holds every trace answered before it began."""
+    from carnet.audit.events import event_id
+    from carnet.audit.spool import Spool
+    from carnet.db.tables import audit_events
+
+    data = tmp_path / "data"
+    engine = make_engine(settings_for(data))
+    upgrade(engine)
+    engine.dispose()
+    ids = [event_id() for _ in range(3)]
+    Spool(data / "audit-spool").append([
+        {"id": i, "recorded": 1_796_000_000_000_000, "patient_id": "p", "agent": "Practitioner/x",
+         "action": "R", "subtype": "read", "outcome": 0, "content": f'{{"id":"{i}"}}'.encode()} for i in ids])
+    ok("backup", tmp_path / "b", "--data", data)
+    ok("restore", tmp_path / "b", "--data", tmp_path / "new")
+    copy = make_engine(settings_for(tmp_path / "new"))
+    with copy.connect() as conn:
+        stored = set(conn.execute(select(audit_events.c.id)).scalars())
+    copy.dispose()
+    assert set(ids) <= stored

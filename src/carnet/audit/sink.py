@@ -111,7 +111,10 @@ class LedgerAudit:
 
 
 def ingest_now(engine: Engine, spool: Spool, max_rows: int = 50_000) -> int:
-    """Move up to ``max_rows`` rows of the spool into ``audit_events`` in a write transaction."""
+    """Move up to ``max_rows`` rows of the spool into ``audit_events`` in a write transaction
+    (SQLite: no spool is kept for PostgreSQL)."""
+    if engine.dialect.name != "sqlite":
+        return 0
     done: list[Ingested] = []
 
     def work(conn: Connection) -> None:

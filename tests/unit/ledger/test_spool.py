@@ -174,3 +174,34 @@ def test_a_killed_writer_loses_nothing_it_finished(engine: Engine, tmp_path: Pat
     assert files(spool) == []  # final and consumed: deleted
     assert [c.split(b'"tag":"')[1][:8] for _, c in stored(engine)] == [b"before-" + str(i).encode()
                                                                         for i in range(5)]
+
+
+def test_sealing_a_day_takes_in_its_reads_still_in_the_spool(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """``carnet journal seal`` moves the spool's rows in before it seals: yesterday's reads that
+    still wait there are counted in yesterday's journal, not left for a later one."""
+    from datetime import UTC, datetime, time, timedelta
+
+    from click.testing import CliRunner
+
+    from carnet.audit import AuditRecord
+    from carnet.audit.sink import LedgerAudit
+    from carnet.auth.principal import Principal
+    from carnet.cli.main import main
+    from carnet.fhir.values import to_us
+
+    for name in [k for k in os.environ if k.startswith("CARNET_")]:
+        monkeypatch.delenv(name)
+    settings = Settings(data_dir=tmp_path)
+    engine = make_engine(settings)
+    upgrade(engine)
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    with pytest.MonkeyPatch.context() as clock:
+        clock.setattr("carnet.audit.sink.now_us", lambda: to_us(datetime.combine(yesterday, time(12), tzinfo=UTC)))
+        sink = LedgerAudit(engine)
+        spooled = [row for i in range(2) for row in sink.rows(Principal.system(), AuditRecord(
+            "read", 0, "Patient", (f"p{i}",), entities=(("Patient", f"p{i}", f"p{i}"),)))]
+    Spool(tmp_path / "audit-spool").append(spooled)
+    r = CliRunner().invoke(main, ["journal", "seal", "--data", str(tmp_path)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith(f"{yesterday}  sealed") and "leaves [0, 2)" in r.stdout
