@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     wal_checkpointer: bool = Field(
         True, description="SQLite: copy the write-ahead log back into the database from a thread of each "
         "server process (off in the workers of carnet serve when its ledger process does it)")
+    wal_checkpoint_seconds: float = Field(
+        5.0, gt=0, description="SQLite: how often the ledger process copies the write-ahead log back into "
+        "the database (a server process's own thread does it every 0.5 s); the log starts over past 64 MB")
     rights_recheck_seconds: float = Field(
         60.0, ge=0, description="how often each server process derives again the rights of records whose "
         "day has come (a care-team, consent or representative period starts or ends, a minor comes of "
