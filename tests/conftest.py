@@ -22,7 +22,7 @@ import pytest
 import uvicorn
 from sqlalchemy import create_engine, text
 
-from carnet.audit.spool import Spool
+from carnet.audit.spool import spool_of
 from carnet.config import Settings
 from carnet.db.engine import make_engine
 from carnet.db.migrate import upgrade
@@ -61,7 +61,9 @@ class Backend:
                                  signin_address_max_failures=10_000, rights_recheck_seconds=0)
         self.engine = make_engine(self.settings)
         upgrade(self.engine)
-        self.spool = Spool(self.settings.data_dir / "audit-spool")  # the servers' (carnet.audit.spool)
+        spool = spool_of(self.settings)  # the servers' (carnet.audit.spool)
+        assert spool is not None
+        self.spool = spool
 
     def clean(self) -> None:
         with self.engine.connect().execution_options(carnet_write=True) as conn, conn.begin():

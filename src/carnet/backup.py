@@ -350,16 +350,12 @@ def backup(settings: Settings, dest: Path, *, with_keys: bool = True,
 
 
 def _take_in_spool(settings: Settings) -> None:
-    from carnet.audit.sink import ingest_now
-    from carnet.audit.spool import Spool
+    from carnet.audit.sink import take_in
     from carnet.db.engine import make_engine
 
-    spool = Spool(settings.data_dir / "audit-spool")
-    if not spool.waiting():
-        return
     engine = make_engine(settings)
     try:
-        ingest_now(engine, spool, max_rows=10**9)
+        take_in(settings, engine)
     finally:
         engine.dispose()
 

@@ -7,7 +7,7 @@ from sqlalchemy import Engine
 
 from carnet.audit.fhir import register_audit_api
 from carnet.audit.sink import LedgerAudit
-from carnet.audit.spool import Spool
+from carnet.audit.spool import spool_of
 from carnet.config import Settings
 from carnet.directory.hooks import check_directory_identifiers
 from carnet.documents.wiring import register_documents
@@ -26,8 +26,7 @@ from carnet.policy.operations import register_access_operations
 def build_router(settings: Settings, engine: Engine) -> FhirRouter:
     policy = DicahPolicy(load_habilitations(settings.habilitations_file))
     policy.attach(engine)
-    spool = Spool(settings.data_dir / "audit-spool") if settings.audit_spool else None
-    audit = LedgerAudit(engine, spool) if settings.audit else None
+    audit = LedgerAudit(engine, spool_of(settings)) if settings.audit else None
     router = FhirRouter(settings, engine, validator=validate, policy=policy, audit=audit)
     identity = IdentityService(settings, load_insi(settings.insi_spec))
     router.add_hook("Patient", identity.before_patient_write)

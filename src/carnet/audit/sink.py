@@ -22,13 +22,12 @@ from sqlalchemy import Connection, Engine, text
 
 from carnet.audit import AuditRecord
 from carnet.audit.events import agent_of, build_events, canonical
-from carnet.audit.spool import Ingested, Spool
+from carnet.audit.spool import COLUMNS, Ingested, Spool, spool_of
 from carnet.auth.principal import Kind, Principal
 from carnet.config import Settings
 from carnet.db.engine import run_write
 from carnet.fhir.values import now_us
 
-COLUMNS = ("id", "recorded", "patient_id", "agent", "action", "subtype", "outcome", "content")
 # PostgreSQL: the row and its place in the queue in one statement (one round trip per row batch)
 PG_INSERT = text(f"WITH e AS (INSERT INTO audit_events ({', '.join(COLUMNS)}) VALUES "
                  f"({', '.join(':' + c for c in COLUMNS)}) RETURNING seq) "
@@ -130,6 +129,15 @@ def ingest_now(engine: Engine, spool: Spool, max_rows: int = 50_000) -> int:
         for d in done:
             spool.finish(d, committed)
     return sum(d.rows for d in done)
+
+
+def take_in(settings: Settings, engine: Engine) -> int:
+    """Move every row waiting in the data folder's spool into the database (a command that
+    needs the whole trail in the database: ``carnet backup``, ``carnet journal seal``)."""
+    spool = spool_of(settings)
+    if spool is None or engine.dialect.name != "sqlite" or not spool.waiting():
+        return 0
+    return ingest_now(engine, spool, max_rows=10**9)
 
 
 def record_admin(settings: Settings, engine: Engine, action: str, detail: dict[str, str], *,

@@ -28,10 +28,13 @@ import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import Connection
+
+if TYPE_CHECKING:
+    from carnet.config import Settings
 
 log = logging.getLogger("carnet.audit")
 
@@ -123,12 +126,6 @@ class Spool:
         old, self._fd, self._size = self._fd, fd, 0
         if old >= 0:
             os.close(old)  # final from now on: the lock goes with it
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fd >= 0 and self._pid == os.getpid():
-                os.close(self._fd)
-            self._fd, self._pid = -1, 0
 
     # -- ingesting (the sequencer, in its write transaction) --------------------------------------
     def waiting(self) -> bool:
@@ -232,3 +229,8 @@ class Spool:
             os.close(fd)
         done.finished.clear()
         done.consumed.clear()
+
+
+def spool_of(settings: Settings) -> Spool | None:
+    """The spool of the data folder, where the settings keep one (``CARNET_AUDIT_SPOOL``)."""
+    return Spool(settings.data_dir / "audit-spool") if settings.audit_spool else None

@@ -42,14 +42,11 @@ def journal_group() -> None:
 def seal(data: Path | None, day: date | None) -> None:
     """Sequence pending audit entries, then seal the journals of past UTC days, in day order."""
     from carnet.audit.journal import open_journal_store, seal_due, seal_until
-    from carnet.audit.sink import ingest_now
-    from carnet.audit.spool import Spool
+    from carnet.audit.sink import take_in
     from carnet.ledger.keys import load_signer
 
     with _engine(data) as (settings, engine):
-        spool = Spool(settings.data_dir / "audit-spool")
-        if engine.dialect.name == "sqlite" and spool.waiting():  # the reads still in the spool too
-            ingest_now(engine, spool, max_rows=10**9)
+        take_in(settings, engine)  # the reads still in the server's spool go to their day's journal too
         store = open_journal_store(settings)
         signer = load_signer(settings)
         journals = seal_due(engine, store, signer) if day is None else seal_until(engine, store, signer, day)

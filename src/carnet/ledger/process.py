@@ -32,7 +32,7 @@ log = logging.getLogger("carnet.ledger")
 
 
 def main() -> None:
-    from carnet.audit.spool import Spool
+    from carnet.audit.spool import spool_of
     from carnet.background import Background
     from carnet.config import Settings
     from carnet.db.engine import WalCheckpointer, make_engine
@@ -54,10 +54,9 @@ def main() -> None:
     engine = make_engine(settings, background_checkpoints=True)
     tasks: list[Background] = []
     if settings.audit and settings.ledger_sequencer:
-        spool = Spool(settings.data_dir / "audit-spool") if settings.audit_spool else None
         tasks.append(LedgerWorker(Sequencer(engine, load_signer(settings), origin_of(settings),
                                             checkpoint_seconds=settings.ledger_checkpoint_seconds,
-                                            spool=spool)))
+                                            spool=spool_of(settings))))
     if engine.dialect.name == "sqlite" and settings.wal_checkpointer:
         # less often than a server's own thread: each copy slows the workers' reads (a page copied
         # back costs the I/O, and a page written ten times in 5 s is copied once), and here no
@@ -86,8 +85,8 @@ def supervise() -> Iterator[None]:
     """Run the ledger process while the block runs (the server): started again if it dies, and
     its work taken off the workers, which inherit this environment."""
     child_env = dict(os.environ)  # the settings as given: the ledger process does what they ask
-    os.environ["CARNET_LEDGER_SEQUENCER"] = "false"
-    os.environ["CARNET_WAL_CHECKPOINTER"] = "false"
+    taken = {"CARNET_LEDGER_SEQUENCER": "false", "CARNET_WAL_CHECKPOINTER": "false"}  # off in the workers
+    os.environ.update(taken)
     command = [sys.executable, "-m", "carnet.ledger.process"]
     done = threading.Event()
     state: dict[str, subprocess.Popen[bytes]] = {}
@@ -117,6 +116,11 @@ def supervise() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        for name in taken:  # as they were before
+            if name in child_env:
+                os.environ[name] = child_env[name]
+            else:
+                os.environ.pop(name, None)
         done.set()
         watcher.join(timeout=5)
         child = state["child"]

@@ -103,15 +103,17 @@ class Sequencer:
                 edge_after.append(edge)
                 return progress
 
+            committed = False
             try:
                 run_write(self.engine, work)
+                committed = True
             except BaseException:
                 self._edge = None  # the edge in memory may be ahead of the rolled-back tree
-                for done in ingested:
-                    self.spool.finish(done, committed=False)  # type: ignore[union-attr]
                 raise
-            for done in ingested:
-                self.spool.finish(done, committed=True)  # type: ignore[union-attr]
+            finally:
+                if self.spool is not None:
+                    for done in ingested:
+                        self.spool.finish(done, committed)
             self._edge = edge_after[0]
             self._last_leaf = self._pending_last
             if progress.checkpoint is not None:
@@ -119,6 +121,12 @@ class Sequencer:
             elif progress.sequenced:
                 self.unsigned = True
             return progress
+
+    def more(self, step: Progress) -> bool:
+        """Whether rows were left for another run at once: a full batch, or a spool not read to
+        its end (a run reads a bounded part of each file)."""
+        return step.sequenced >= self.batch or bool(
+            step.ingested and self.spool is not None and self.spool.waiting())
 
     def has_pending(self) -> bool:
         """Whether audit rows wait to be sequenced (a read: no lock taken)."""
@@ -136,8 +144,7 @@ class Sequencer:
             total.size = step.size
             total.checkpoint = step.checkpoint or total.checkpoint
             total.ingested += step.ingested
-            if step.sequenced < self.batch and not (self.spool is not None and step.ingested
-                                                    and self.spool.waiting()):
+            if not self.more(step):
                 break
         if checkpoint:
             step = self.run(force_checkpoint=True)
@@ -261,5 +268,4 @@ class LedgerWorker(Background):
     def step(self) -> bool:
         if not self.sequencer.unsigned and not self.sequencer.has_pending():
             return False  # nothing to do: no write lock taken
-        progress = self.sequencer.run()
-        return progress.sequenced >= self.sequencer.batch or progress.ingested >= self.sequencer.batch
+        return self.sequencer.more(self.sequencer.run())

@@ -205,3 +205,31 @@ def test_sealing_a_day_takes_in_its_reads_still_in_the_spool(tmp_path: Path,
     r = CliRunner().invoke(main, ["journal", "seal", "--data", str(tmp_path)], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith(f"{yesterday}  sealed") and "leaves [0, 2)" in r.stdout
+
+
+def test_a_backlog_longer_than_one_read_keeps_the_worker_busy_until_it_is_in(engine: Engine,
+                                                                             tmp_path: Path) -> None:
+    """A run reads a bounded part of each file (READ_BYTES): the worker goes on at once while the
+    spool is not read to its end, instead of waiting its interval with rows left behind."""
+    from carnet.audit.spool import READ_BYTES
+    from carnet.ledger.sequencer import LedgerWorker
+
+    spool = Spool(tmp_path / "spool")
+    pad = "x" * 10_000
+    written, count = 0, 0
+    while written <= READ_BYTES * 1.5:
+        batch = rows(20)
+        for r in batch:
+            r["content"] = r["content"][:-1] + f',"pad":"{pad}"}}'.encode()
+        spool.append(batch)
+        written += sum(len(r["content"]) for r in batch)
+        count += len(batch)
+    worker = LedgerWorker(Sequencer(engine, load_signer(Settings(data_dir=tmp_path)), "test.localhost/ledger",
+                                    spool=spool))
+    assert worker.step() is True  # rows left: at once again
+    assert 0 < len(stored(engine)) < count
+    while worker.step():
+        pass
+    assert len(stored(engine)) == count and not spool.waiting()
+    with engine.connect() as conn:
+        assert len(conn.execute(select(ledger_nodes).where(ledger_nodes.c.height == 0)).all()) == count
