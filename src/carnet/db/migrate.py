@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions (a test checks it against alembic's reading of them):
 # a command on a database already there starts without loading alembic and its scripts.
-HEAD = "0013"
+HEAD = "0014"
 
 
 def _config() -> Config:
@@ -69,16 +69,46 @@ def analyze(engine: Engine) -> None:
         conn.exec_driver_sql("ANALYZE")
 
 
+# Indexes outside the search index, by how many rows a value of each prefix of their columns selects
+# (``sqlite_stat1`` layout: the rows, then one figure per column prefix).
+_SHAPES = {
+    "ix_resources_type_updated": "10000000 1000000 1",
+    "ix_resources_type_created": "10000000 1000000 1 1",
+    "ix_resources_patient": "10000000 20",  # a record holds tens of resources
+    "ix_versions_updated": "10000000 1",
+    "ix_versions_type_updated": "10000000 1000000 1",
+    "ix_patient_match_keys_key": "1000000 5 1",  # a key is shared by a few patients
+    "ix_patient_match_keys_patient": "1000000 4",  # a patient has a few keys
+    "ix_access_rights_patient": "1000000 5",
+    "ix_document_contents_patient": "1000000 20",
+    "ix_document_contents_blob": "1000000 1",
+    "ix_audit_patient_recorded": "10000000 1000 1",
+    "ix_audit_agent_recorded": "10000000 1000 1",
+    "ix_audit_recorded": "10000000 1",
+    "ix_data_keys_master": "1000000 1000000",
+}
+
+
 def _shape(table: str, index: str, columns: int) -> str:
     """A typical shape for an index: ~10M rows, and how many rows each prefix of its columns
     selects. Per-resource indexes select a handful of rows; value indexes many more."""
+    if index in _SHAPES:
+        return _SHAPES[index]
     if index.endswith("_resource"):
         return " ".join(["10000000", "1000000", "8", "2", "1"][: columns + 1])
     if index == "ix_idx_reference_target":
         return "10000000 1000000 20 5"
     if index.startswith("ix_idx_"):
         return " ".join(["10000000", "1000000", "100000", "100", "50", "20"][: columns + 1])
-    return " ".join(["1000000", "100000"] + ["1"] * (columns - 1))
+    return " ".join(["1000000", "10"] + ["1"] * (columns - 1))
+
+
+def earlier_seeds() -> dict[str, str]:
+    """What versions before ``_SHAPES`` seeded for those indexes: 100,000 rows for any value of the
+    first column, which made the planner walk a whole index (a skip-scan of every match key to
+    find one patient's). Migration 0014 drops these seeds, and the upgrade seeds them again."""
+    columns = {str(i.name): len(i.columns) for t in metadata.sorted_tables for i in t.indexes if i.name}
+    return {name: " ".join(["1000000", "100000"] + ["1"] * (columns[name] - 1)) for name in _SHAPES}
 
 
 def seed_sqlite_statistics(engine: Engine) -> None:
