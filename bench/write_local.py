@@ -1,12 +1,13 @@
 """The write path timed in process (no HTTP): create and update of ~2 KB Patients and Observations
 through the FHIR router, as the CRUD mix sends them, on a fresh SQLite (or PostgreSQL) database.
 
-Reports per operation the mean wall time, the SQL statements run per request (counted at the
-driver) and, with ``--profile``, the functions where the time goes (cProfile, cumulative). A
-quick, repeatable A/B check of write-path changes: the HTTP benchmarks on this shared machine
-drift more from run to run than most changes move them.
+Reports per operation the mean wall time (the fastest of ``--repeat`` runs), with ``--count`` the
+SQL statements run per request (on SQLite counted by the driver, each row of an executemany) and,
+with ``--profile``, the functions where the time goes (cProfile; ``SORT=tottime`` and ``TOP=N`` in
+the environment change the listing). A quick, repeatable A/B check of write-path changes: the HTTP
+benchmarks on this shared machine drift more from run to run than most changes move them.
 
-    .venv/bin/python bench/write_local.py --n 500
+    .venv/bin/python bench/write_local.py --n 500 --repeat 5
     .venv/bin/python bench/write_local.py --n 500 --db postgres --profile create_patient
 """
 
@@ -44,6 +45,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=500, help="requests per operation")
     ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--count", action="store_true",
+                    help="count the SQL statements per request (slows the run: time it without)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs of each operation; the fastest is reported (the machine is shared)")
     ap.add_argument("--profile", default="", help="operation to profile (cProfile, top 30 cumulative)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
@@ -63,7 +68,12 @@ def main() -> None:
         def count(*_: Any) -> None:
             statements[0] += 1
 
-        event.listen(engine, "before_cursor_execute", count)
+        if args.count and engine.dialect.name == "sqlite":
+            # at the driver (statements run on its cursor too; each row of an executemany counts)
+            event.listen(engine, "connect", lambda dbapi_conn, _: dbapi_conn.set_trace_callback(count))
+            engine.dispose()
+        elif args.count:  # PostgreSQL: those run through SQLAlchemy only
+            event.listen(engine, "before_cursor_execute", count)
         rng = random.Random(3)
 
         def post(path: str, body: dict[str, Any], method: str = "POST") -> dict[str, Any]:
@@ -95,20 +105,23 @@ def main() -> None:
 
         print(f"cpu calibration {cpu_calibration()} s; {args.db}; {args.n} requests per operation")
         for op in ("create_patient", "create_observation", "update_patient", "update_observation"):
-            calls = make(op)
-            statements[0] = 0
-            prof = cProfile.Profile() if op == args.profile else None
-            t = time.perf_counter()
+            took = float("inf")
+            for _ in range(args.repeat):
+                calls = make(op)
+                statements[0] = 0
+                prof = cProfile.Profile() if op == args.profile else None
+                t = time.perf_counter()
+                if prof:
+                    prof.enable()
+                for c in calls:
+                    c()
+                if prof:
+                    prof.disable()
+                took = min(took, (time.perf_counter() - t) / len(calls) * 1e3)
+            counted = f"  {statements[0] / len(calls):5.1f} statements/request" if args.count else ""
+            print(f"{op:<20} {took:6.2f} ms/request{counted}")
             if prof:
-                prof.enable()
-            for c in calls:
-                c()
-            if prof:
-                prof.disable()
-            took = (time.perf_counter() - t) / len(calls) * 1e3
-            print(f"{op:<20} {took:6.2f} ms/request  {statements[0] / len(calls):5.1f} statements/request")
-            if prof:
-                pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
+                pstats.Stats(prof).sort_stats(__import__("os").environ.get("SORT","cumulative")).print_stats(int(__import__("os").environ.get("TOP","30")))
         engine.dispose()
 
 

@@ -146,6 +146,15 @@ def _sqlite_statement_limit(engine: Engine, seconds: float) -> None:
     event.listen(engine, "rollback", settle)
 
 
+def clear_deadline(conn: Connection) -> None:
+    """No time limit for the statement about to run on ``conn`` (one run on the driver's cursor,
+    which the ``before_cursor_execute`` event does not see: it would otherwise inherit the
+    deadline of the reading statement before it)."""
+    cell = conn.info.get(_DEADLINE)
+    if cell is not None:
+        cell[0] = 0.0
+
+
 def is_timeout(exc: BaseException) -> bool:
     """Whether a database error is a statement stopped by the time limit of :func:`make_engine`."""
     if not isinstance(exc, DBAPIError):

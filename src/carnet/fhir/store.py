@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, Connection, and_, bindparam, delete, inser
 
 from carnet.audit import AuditRecord, AuditSink, NoAudit
 from carnet.auth.principal import Principal
+from carnet.db.driver import DriverStatement
 from carnet.db.tables import INDEX_TABLES, resource_versions, resources
 from carnet.errors import Conflict, Gone, Invalid, NotFound, PreconditionFailed, Unprocessable
 from carnet.fhir import jsonio
@@ -34,9 +35,12 @@ Validator = Callable[[dict[str, Any]], list[Any]]
 WriteHook = Callable[["Repository", dict[str, Any], dict[str, Any] | None], None]
 
 # Statements built once: SQLAlchemy then only binds parameters on the hot write path.
-INSERT_RESOURCE = insert(resources)
-INSERT_VERSION = insert(resource_versions)
-INSERT_INDEX = {kind: insert(table) for kind, table in INDEX_TABLES.items()}
+# (the hottest run on the driver's cursor: carnet.db.driver)
+INSERT_RESOURCE = DriverStatement(insert(resources), [c.name for c in resources.columns])
+INSERT_VERSION = DriverStatement(insert(resource_versions),
+                                 [c.name for c in resource_versions.columns if c.name != "seq"])
+INSERT_INDEX = {kind: DriverStatement(insert(table), [c.name for c in table.columns])
+                for kind, table in INDEX_TABLES.items()}
 INSERTS = {"resources": INSERT_RESOURCE, "versions": INSERT_VERSION, **INSERT_INDEX}
 SELECT_CURRENT = select(resources.c.version, resources.c.last_updated, resources.c.deleted,
                         resources.c.content, resources.c.patient_id).where(
@@ -45,14 +49,27 @@ SELECT_CURRENT = select(resources.c.version, resources.c.last_updated, resources
 _FILTERED_READS: dict[tuple[int, str], tuple[Any, Any, str]] = {}
 _KEY_COLUMNS = ("res_type", "res_id", "param")  # never null: plain equality, which an index serves
 DELETE_INDEX_ROW = {
-    kind: delete(table).where(
+    kind: DriverStatement(delete(table).where(
         *(table.c[name] == bindparam(name) for name in _KEY_COLUMNS),
-        *(c.is_not_distinct_from(bindparam(c.name)) for c in table.columns if c.name not in _KEY_COLUMNS))
+        *(c.is_not_distinct_from(bindparam(c.name)) for c in table.columns if c.name not in _KEY_COLUMNS)))
     for kind, table in INDEX_TABLES.items()}
 SELECT_INDEX_ROWS = {
-    kind: select(*table.c).where(table.c.res_type == bindparam("rt"), table.c.res_id == bindparam("rid"))
+    kind: DriverStatement(select(*table.c).where(table.c.res_type == bindparam("rt"),
+                                                 table.c.res_id == bindparam("rid")))
     for kind, table in INDEX_TABLES.items()}
 _INDEX_KINDS: dict[str, frozenset[str]] = {}  # resource type -> the index tables its parameters use
+_UPDATE_COLUMNS = (resources.c.version, resources.c.deleted, resources.c.created_at, resources.c.patient_id,
+                   resources.c.doc_type, resources.c.visibility, resources.c.author)
+# the current row an update replaces, when no read predicate applies (with its content, for hooks)
+SELECT_FOR_UPDATE = {
+    with_content: select(*_UPDATE_COLUMNS, *((resources.c.content,) if with_content else ())).where(
+        resources.c.res_type == bindparam("rt"), resources.c.res_id == bindparam("rid"))
+    for with_content in (False, True)}
+UPDATE_CURRENT = DriverStatement(update(resources).where(
+    resources.c.res_type == bindparam("rt"), resources.c.res_id == bindparam("rid"),
+    resources.c.version == bindparam("expected")).values(
+    version=bindparam("v"), last_updated=bindparam("when"), deleted=False, patient_id=bindparam("pid"),
+    content=bindparam("body"), doc_type=bindparam("dt"), visibility=bindparam("vis"), author=bindparam("au")))
 
 
 def index_kinds(rtype: str) -> frozenset[str]:
@@ -146,13 +163,13 @@ class Repository:
         pending, self.deferred = self.deferred, {}
         for key, rows in pending.items():
             if rows:
-                self.conn.execute(INSERTS[key], rows)
+                INSERTS[key].executemany(self.conn, rows)
 
     def _insert(self, key: str, rows: list[dict[str, Any]]) -> None:
         if self.deferred is not None:
             self.deferred.setdefault(key, []).extend(rows)
         elif rows:
-            self.conn.execute(INSERTS[key], rows)
+            INSERTS[key].executemany(self.conn, rows)
 
     # -- the one place where read predicates attach --------------------------------------------
     def visible(self, resource_type: str | None, table: Any = resources) -> list[ColumnElement[bool]]:
@@ -337,15 +354,15 @@ class Repository:
         usually changes a few values, and every row rewritten costs pages in each index."""
         for kind in sorted(index_kinds(rtype) | rows.keys()):
             names = [c.name for c in INDEX_TABLES[kind].columns]
-            stored = Counter(tuple(r) for r in self.conn.execute(SELECT_INDEX_ROWS[kind],
-                                                                 {"rt": rtype, "rid": rid}))
+            stored = Counter(tuple(r) for r in SELECT_INDEX_ROWS[kind].execute(
+                self.conn, {"rt": rtype, "rid": rid}).fetchall())
             wanted = Counter(tuple(row.get(n) for n in names) for row in rows.get(kind, ()))
             gone = [dict(zip(names, row, strict=True)) for row in (stored - wanted).elements()]
             if gone:
-                self.conn.execute(DELETE_INDEX_ROW[kind], gone)
+                DELETE_INDEX_ROW[kind].executemany(self.conn, gone)
             added = [dict(zip(names, row, strict=True)) for row in (wanted - stored).elements()]
             if added:
-                self.conn.execute(INSERT_INDEX[kind], added)
+                INSERT_INDEX[kind].executemany(self.conn, added)
 
     def reindex(self, resource: dict[str, Any]) -> None:
         """Bring a stored resource's search index (and compartment) up to date with the current
@@ -459,13 +476,14 @@ class Repository:
         if body_id != rid:
             raise Invalid(f"the body's id '{body_id}' differs from the id '{rid}' in the URL",
                           expression=[f"{resource_type}.id"])
-        t = resources.c
         visible = self.visible(resource_type)
-        cur = self.conn.execute(
-            select(t.version, t.deleted, t.created_at, t.patient_id, t.doc_type, t.visibility, t.author,
-                   *((t.content,) if resource_type in self.hooks else ()))
-            .where(t.res_type == resource_type, t.res_id == rid, *visible)
-        ).first()
+        with_content = resource_type in self.hooks
+        if visible:
+            cur = self.conn.execute(SELECT_FOR_UPDATE[with_content].where(*visible),
+                                    {"rt": resource_type, "rid": rid}).first()
+        else:  # no policy predicate: the statement built once
+            cur = self.conn.execute(SELECT_FOR_UPDATE[with_content],
+                                    {"rt": resource_type, "rid": rid}).first()
         if if_match is not None and (cur is None or cur.version != if_match):
             raise PreconditionFailed(
                 f"If-Match names version {if_match}, the current version is "
@@ -473,7 +491,7 @@ class Repository:
         interaction = "create" if cur is None else "update"
         self.policy.check_write(self.principal, "create-with-id" if cur is None else "update", resource_type)
         stored_before: dict[str, Any] | None = None
-        if resource_type in self.hooks:
+        if with_content:
             stored_before = jsonio.loads(cur.content) if cur is not None and cur.content else None
             for hook in self.hooks[resource_type]:
                 hook(self, resource, stored_before)
@@ -488,15 +506,13 @@ class Repository:
         if cur is None:
             self._insert_new(resource_type, rid, when, patient, content, attrs, unfiltered=not visible)
         else:
-            changed = self.conn.execute(
-                update(resources)
-                .where(t.res_type == resource_type, t.res_id == rid, t.version == cur.version)
-                .values(version=version, last_updated=when, deleted=False, patient_id=patient,
-                        content=content, **attrs)
-            ).rowcount
+            changed = UPDATE_CURRENT.execute(self.conn, {
+                "rt": resource_type, "rid": rid, "expected": cur.version, "v": version, "when": when,
+                "pid": patient, "body": content, "dt": attrs["doc_type"], "vis": attrs["visibility"],
+                "au": attrs["author"]}).rowcount
             if changed != 1:
                 raise Conflict(f"{resource_type}/{rid} was changed concurrently; retry")
-        self.conn.execute(INSERT_VERSION, {
+        INSERT_VERSION.execute(self.conn, {
             "res_type": resource_type, "res_id": rid, "version": version, "last_updated": when,
             "method": method, "patient_id": patient, "content": content})
         if previous is not None and patient != previous["patient_id"] and previous["patient_id"] is not None:
@@ -517,7 +533,7 @@ class Repository:
             ).first()
             if exists is not None:  # present but hidden from this caller: refuse without saying more
                 raise Conflict(f"{rtype}/{rid} cannot be written by this caller")
-        self.conn.execute(INSERT_RESOURCE, {
+        INSERT_RESOURCE.execute(self.conn, {
             "res_type": rtype, "res_id": rid, "version": 1, "last_updated": when, "created_at": when,
             "deleted": False, "patient_id": patient, "content": content, **attrs})
 

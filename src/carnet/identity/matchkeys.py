@@ -20,8 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, bindparam, delete, insert, select
 
+from carnet.db.driver import DriverStatement
 from carnet.db.tables import patient_match_keys
 from carnet.fhir.store import Repository
 from carnet.identity.matching import normalise_name
@@ -54,6 +55,17 @@ def candidates(conn: Connection, traits: Traits, limit: int) -> list[str]:
     return list(dict.fromkeys(r.patient_id for r in rows))
 
 
+DELETE_KEYS = DriverStatement(delete(patient_match_keys).where(
+    patient_match_keys.c.patient_id == bindparam("pid")))
+INSERT_KEYS = DriverStatement(insert(patient_match_keys), ["key", "patient_id"])
+
+
+def _store_keys(conn: Connection, patient_id: str, keys: list[str], *, replace: bool) -> None:
+    if replace:
+        DELETE_KEYS.execute(conn, {"pid": patient_id})
+    INSERT_KEYS.executemany(conn, [{"key": k, "patient_id": patient_id} for k in dict.fromkeys(keys)])
+
+
 def keys_hook(traits_of: Callable[[dict[str, Any]], Traits | None]) -> Callable[..., None]:
     """The Patient write hook keeping a patient's keys in step with its traits."""
 
@@ -64,11 +76,7 @@ def keys_hook(traits_of: Callable[[dict[str, Any]], Traits | None]) -> Callable[
             old_traits = traits_of(previous)
             if old_traits is not None and match_keys(old_traits) == new:
                 return
-            repo.conn.execute(delete(patient_match_keys).where(
-                patient_match_keys.c.patient_id == resource["id"]))
-        if new:
-            repo.conn.execute(insert(patient_match_keys),
-                              [{"key": k, "patient_id": resource["id"]} for k in dict.fromkeys(new)])
+        _store_keys(repo.conn, resource["id"], new, replace=previous is not None)
 
     return hook
 
@@ -78,11 +86,7 @@ def rewrite_keys(
     """The reindexer: a stored patient's keys rebuilt from its traits (``carnet reindex``)."""
 
     def reindex(repo: Repository, resource: dict[str, Any]) -> None:
-        repo.conn.execute(delete(patient_match_keys).where(patient_match_keys.c.patient_id == resource["id"]))
         traits = traits_of(resource)
-        keys = match_keys(traits) if traits is not None else []
-        if keys:
-            repo.conn.execute(insert(patient_match_keys),
-                              [{"key": k, "patient_id": resource["id"]} for k in dict.fromkeys(keys)])
+        _store_keys(repo.conn, resource["id"], match_keys(traits) if traits is not None else [], replace=True)
 
     return reindex

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from carnet.auth.principal import Principal
 from carnet.config import Mode, Settings
@@ -88,9 +88,11 @@ def state_from_json(raw: bytes) -> IdentityState:
                       for t in data["history"]))
 
 
+SELECT_STATE = select(identity_states.c.state).where(identity_states.c.patient_id == bindparam("pid"))
+
+
 def load_state(conn: Connection, patient_id: str) -> IdentityState | None:
-    raw = conn.execute(select(identity_states.c.state)
-                       .where(identity_states.c.patient_id == patient_id)).scalar_one_or_none()
+    raw = conn.execute(SELECT_STATE, {"pid": patient_id}).scalar_one_or_none()
     return state_from_json(raw) if raw is not None else None
 
 

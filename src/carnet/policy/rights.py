@@ -21,11 +21,23 @@ from datetime import UTC, date, datetime, timedelta
 from enum import IntEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Integer, and_, delete, insert, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Integer,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from carnet.background import Background
+from carnet.db.driver import DriverStatement
 from carnet.db.engine import run_write
 from carnet.db.tables import access_rights, idx_token, record_access, resources
 from carnet.errors import bilingual as _t
@@ -274,21 +286,39 @@ def derive(patient_id: str, sources: Iterable[tuple[str, dict[str, Any]]], *,
 
 
 # -- storage ----------------------------------------------------------------------------------
+# Statements built once: every write of a Patient, CareTeam, Consent or RelatedPerson runs them,
+# and SQLAlchemy builds and keys a statement made per call at several times SQLite's own cost.
+_r, _tok = resources.c, idx_token.c
+# (one bind per type, not an expanding IN: the statement runs on the driver's cursor as compiled)
+SOURCE_ROWS = DriverStatement(select(_r.res_type, _r.content).where(
+    _r.patient_id == bindparam("pid"),
+    _r.res_type.in_([bindparam(f"source_{i}", rtype) for i, rtype in enumerate(SOURCES)]),
+    _r.deleted.is_(False)))  # (res_type, content) tuples
+SELECT_ROLE = select(_r.content).where(_r.res_type == "PractitionerRole", _r.res_id == bindparam("rid"),
+                                       _r.deleted.is_(False))
+SELECT_BY_INS = select(_tok.res_id).where(
+    _tok.res_type == "Patient", _tok.param == "identifier", _tok.code.in_(bindparam("codes", expanding=True)),
+    _tok.system.in_([f"urn:oid:{oid}" for oid in nir.INS_OIDS]))
+SELECT_REPRESENTED = select(_r.patient_id).select_from(idx_token.join(resources, and_(
+    _r.res_type == _tok.res_type, _r.res_id == _tok.res_id))).where(
+    _tok.res_type == "RelatedPerson", _tok.param == "identifier",
+    _tok.code.in_(bindparam("codes", expanding=True)), _r.patient_id.is_not(None))
+DELETE_RIGHTS = DriverStatement(delete(access_rights).where(access_rights.c.patient_id == bindparam("pid")))
+DELETE_RECORD = DriverStatement(delete(record_access).where(record_access.c.patient_id == bindparam("pid")))
+INSERT_RIGHTS = DriverStatement(insert(access_rights), [c.name for c in access_rights.columns])
+INSERT_RECORD = DriverStatement(insert(record_access), [c.name for c in record_access.columns])
+
 
 def _sources(conn: Connection, patient_id: str) -> list[tuple[str, dict[str, Any]]]:
-    t = resources.c
-    rows = conn.execute(select(t.res_type, t.content).where(
-        t.patient_id == patient_id, t.res_type.in_(SOURCES), t.deleted.is_(False)))
-    return [(r.res_type, jsonio.loads(r.content)) for r in rows if r.content is not None]
+    rows = SOURCE_ROWS.execute(conn, {"pid": patient_id}).fetchall()
+    return [(rtype, jsonio.loads(content)) for rtype, content in rows if content is not None]
 
 
 def _practitioner_of(conn: Connection) -> PractitionerOf:
     def resolve(rtype: str, rid: str) -> str | None:
         if rtype == "Practitioner":
             return f"Practitioner/{rid}"
-        row = conn.execute(select(resources.c.content).where(
-            resources.c.res_type == "PractitionerRole", resources.c.res_id == rid,
-            resources.c.deleted.is_(False))).first()
+        row = conn.execute(SELECT_ROLE, {"rid": rid}).first()
         if row is None or row.content is None:
             return None
         target = _ref(jsonio.loads(row.content).get("practitioner"))
@@ -299,10 +329,7 @@ def _practitioner_of(conn: Connection) -> PractitionerOf:
 def patients_by_ins(conn: Connection, values: set[str]) -> list[str]:
     if not values:
         return []
-    t = idx_token.c
-    systems = [f"urn:oid:{oid}" for oid in nir.INS_OIDS]
-    rows = conn.execute(select(t.res_id).where(
-        t.res_type == "Patient", t.param == "identifier", t.code.in_(sorted(values)), t.system.in_(systems)))
+    rows = conn.execute(SELECT_BY_INS, {"codes": sorted(values)})
     return sorted({r.res_id for r in rows})
 
 
@@ -343,19 +370,18 @@ def recompute(conn: Connection, patient_id: str, today: date | None = None) -> R
     """Derive the record's rights and store them (in the caller's transaction)."""
     rights = rights_of(conn, patient_id, today)
     until = day_number(rights.recheck) if rights.recheck is not None else None
-    conn.execute(delete(access_rights).where(access_rights.c.patient_id == patient_id))
-    conn.execute(delete(record_access).where(record_access.c.patient_id == patient_id))
+    DELETE_RIGHTS.execute(conn, {"pid": patient_id})
+    DELETE_RECORD.execute(conn, {"pid": patient_id})
     rows = []
     for g in rights.grants.values():
         if g.level == Level.BLOCKED or (g.level == Level.REPRESENTATIVE and rights.open) or (
                 rights.open and rights.qualified):
             rows.append({"actor": g.actor, "patient_id": patient_id, "level": int(g.level),
                          "until_day": until})
-    if rows:
-        conn.execute(insert(access_rights), rows)
-    conn.execute(insert(record_access).values(
-        patient_id=patient_id, open=rights.open, qualified=rights.qualified,
-        emergency_opposed=rights.emergency_opposed, minor=rights.minor, recheck_day=until))
+    INSERT_RIGHTS.executemany(conn, rows)
+    INSERT_RECORD.execute(conn, {
+        "patient_id": patient_id, "open": rights.open, "qualified": rights.qualified,
+        "emergency_opposed": rights.emergency_opposed, "minor": rights.minor, "recheck_day": until})
     return rights
 
 
@@ -396,10 +422,5 @@ def minors_represented_by(conn: Connection, patient: dict[str, Any]) -> list[str
     values = _ins_values(patient)
     if not values:
         return []
-    t = idx_token.c
-    r = resources.c
-    rows = conn.execute(select(r.patient_id).select_from(idx_token.join(resources, and_(
-        r.res_type == t.res_type, r.res_id == t.res_id))).where(
-        t.res_type == "RelatedPerson", t.param == "identifier", t.code.in_(sorted(values)),
-        r.patient_id.is_not(None)))
+    rows = conn.execute(SELECT_REPRESENTED, {"codes": sorted(values)})
     return sorted({row.patient_id for row in rows})
