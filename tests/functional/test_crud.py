@@ -242,3 +242,48 @@ def test_capability_statement_lists_what_is_implemented(fhir: Fhir) -> None:
     names = {p["name"] for p in patient_cap["searchParam"]}
     assert {"family", "identifier", "birthdate", "_id", "_lastUpdated"} <= names
     assert patient_cap["conditionalCreate"] is True
+
+
+def test_concurrent_writes_with_refusals_among_them_store_each_accepted_write_once(fhir: Fhir) -> None:
+    """Writes arriving together share a commit (on SQLite, a group commit that may run them twice
+    when one is refused): every acknowledged create is there once, with the body it was answered
+    with, every refused update changed nothing, and every accepted one made exactly one version."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    targets = [fhir.create(patient(f"Cible{i}"))["id"] for i in range(4)]
+
+    def client(n: int) -> list[tuple[str, int, dict[str, Any]]]:
+        out = []
+        with httpx.Client(base_url=fhir.base + "/", headers={"Content-Type": "application/fhir+json"},
+                          timeout=60) as c:
+            for k in range(6):
+                if k % 3 == 2:  # an update that names a version that never was: 412, nothing changes
+                    rid = targets[(n + k) % len(targets)]
+                    r = c.put(f"Patient/{rid}", json=patient("Refusé", id=rid), headers={"If-Match": 'W/"99"'})
+                    out.append(("refused", r.status_code, {}))
+                elif k % 3 == 1:
+                    rid = targets[n % len(targets)]
+                    for _ in range(20):  # on PostgreSQL two updates of one resource at once: 409, retry
+                        r = c.put(f"Patient/{rid}", json=patient(f"Maj{n}-{k}", id=rid))
+                        if r.status_code != 409:
+                            break
+                    out.append(("updated", r.status_code, r.json()))
+                else:
+                    r = c.post("Patient", json=patient(f"Nouveau{n}-{k}"))
+                    out.append(("created", r.status_code, r.json()))
+        return out
+
+    with ThreadPoolExecutor(12) as pool:
+        results = [x for chunk in pool.map(client, range(12)) for x in chunk]
+    assert {(kind, status) for kind, status, _ in results} == {("refused", 412), ("updated", 200), ("created", 201)}
+    created = [body for kind, _, body in results if kind == "created"]
+    for body in created:
+        assert fhir.get(f"Patient/{body['id']}").json() == body
+    found = fhir.get("Patient", params={"family": "Nouveau", "_count": "500", "_total": "accurate"}).json()
+    assert found["total"] == len(created) == 24
+    updates = sum(1 for kind, _, _ in results if kind == "updated")
+    versions = sum(int(fhir.get(f"Patient/{rid}").json()["meta"]["versionId"]) for rid in targets)
+    assert versions == len(targets) + updates  # one version per accepted update, none per refusal
+    assert not fhir.search_ids("Patient?family=Refusé")

@@ -234,17 +234,25 @@ class FhirRouter:
                 with self.engine.connect() as conn, conn.begin():
                     return self.dispatch(self.repository(conn, principal, trail), request)
             request = self._prework(request, principal)
+            # a single resource's write, which its work may change (ids, stamps): kept as it came
+            # out of the prework, so that a try rolled back in a group commit starts afresh
+            pristine = self._pristine(request)
+            tries = [0]
 
             def work(conn: Connection) -> FhirResponse:
                 del trail[:]  # a job run again after a failed batch starts afresh
                 repo = self.repository(conn, principal, trail)
-                if request.method == "POST" and request.path == "":
+                req = request
+                if tries[0] and pristine is not None:
+                    req = replace(request, body=jsonio.loads(pristine))
+                tries[0] += 1
+                if req.method == "POST" and req.path == "":
                     from carnet.fhir.bundles import process_bundle
 
-                    return process_bundle(self, repo, request)
-                return self.dispatch(repo, request)
+                    return process_bundle(self, repo, req)
+                return self.dispatch(repo, req)
 
-            return run_write(self.engine, work)
+            return run_write(self.engine, work, rerunnable=pristine is not None)
         except CarnetError as exc:
             self.audit_failure(request, principal, status_of(exc), exc.message, trail)
             return error_response(exc)
@@ -327,6 +335,20 @@ class FhirRouter:
                 raise Unprocessable(f"the {parts[0]} is not valid", issues=issues)
             validated = True
         return replace(request, body=body, validated=validated)
+
+    @staticmethod
+    def _pristine(request: FhirRequest) -> bytes | None:
+        """The body of a create, update or patch of one resource, serialised (a few microseconds
+        for the usual sizes), when nothing else of the request holds state its work could change;
+        None for the rest (Bundles, operations, what a prework prepared), which is not run twice."""
+        parts = [p for p in request.path.split("/") if p]
+        body = request.body
+        if request.context or not isinstance(body, dict) or body.get("resourceType") == "Bundle":
+            return None
+        if not ((request.method == "POST" and len(parts) == 1 and not parts[0].startswith("$"))
+                or (request.method in ("PUT", "PATCH") and len(parts) == 2 and not parts[1].startswith("$"))):
+            return None
+        return jsonio.dumps(body)
 
     def repository(self, conn: Connection, principal: Principal,
                    trail: list[dict[str, Any]] | None = None) -> Repository:
